@@ -1,0 +1,438 @@
+//! The public handle: [`Context`], a cheap, cloneable reference to a node of the tree.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Cause, Error};
+use crate::key::{ContextKey, summary_bit};
+use crate::scope::CancelScope;
+use crate::tree::{Core, Kind, Node, NodeRef};
+
+/// A context: a deadline, a cancellation signal and request-scoped values, carried across
+/// API boundaries and between threads and tasks. Go's `context.Context`.
+///
+/// Cloning is a reference-count increment. Derive children with [`with_cancel`],
+/// [`with_timeout`], [`with_deadline`], [`with_value`] and [`without_cancel`]; a child ends
+/// when its parent does, never the other way round. Check it with [`is_cancelled`] or
+/// [`checkpoint`] (one atomic load), wait for it with [`done`], [`wait`] or [`run`].
+///
+/// [`with_cancel`]: Context::with_cancel
+/// [`with_timeout`]: Context::with_timeout
+/// [`with_deadline`]: Context::with_deadline
+/// [`with_value`]: Context::with_value
+/// [`without_cancel`]: Context::without_cancel
+/// [`is_cancelled`]: Context::is_cancelled
+/// [`checkpoint`]: Context::checkpoint
+/// [`done`]: Context::done
+/// [`wait`]: Context::wait
+/// [`run`]: Context::run
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ctx_core::{Context, Error};
+///
+/// fn crunch(ctx: &Context, items: &[u64]) -> Result<u64, Error> {
+///     let mut sum = 0;
+///     for item in items {
+///         ctx.checkpoint()?; // stop as soon as the caller gives up
+///         sum += item;
+///     }
+///     Ok(sum)
+/// }
+///
+/// let request = Context::background().with_timeout(Duration::from_secs(2));
+/// assert_eq!(crunch(&request, &[1, 2, 3]), Ok(6));
+///
+/// let gone = Context::background().with_cancel();
+/// let ctx = gone.context().clone();
+/// gone.cancel();
+/// assert_eq!(crunch(&ctx, &[1, 2, 3]), Err(Error::Cancelled));
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    repr: Repr,
+}
+
+#[derive(Clone, Default)]
+enum Repr {
+    #[default]
+    Background,
+    Todo,
+    Node(NodeRef),
+}
+
+impl Context {
+    /// The root of every context tree: never cancelled, no deadline, no values. Costs
+    /// nothing (no allocation). Go's `context.Background()`.
+    ///
+    /// ```
+    /// let ctx = ctx_core::Context::background();
+    /// assert!(!ctx.is_cancelled());
+    /// assert_eq!(ctx.deadline(), None);
+    /// assert_eq!(ctx.to_string(), "context.Background");
+    /// ```
+    pub const fn background() -> Context {
+        Context {
+            repr: Repr::Background,
+        }
+    }
+
+    /// Like [`background`](Context::background), but says "the right context is not
+    /// plumbed here yet"; searchable, and shown as `context.TODO`. Go's `context.TODO()`.
+    pub const fn todo() -> Context {
+        Context { repr: Repr::Todo }
+    }
+
+    pub(crate) fn node(&self) -> Option<&NodeRef> {
+        match &self.repr {
+            Repr::Node(node) => Some(node),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_node(&self) -> bool {
+        matches!(self.repr, Repr::Node(_))
+    }
+
+    /// The core that decides when this context is done; `None` if it never will be.
+    #[inline]
+    pub(crate) fn signal(&self) -> Option<&Core> {
+        match &self.repr {
+            Repr::Node(node) => node.signal(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> u64 {
+        self.node().map_or(0, |node| node.keys)
+    }
+
+    fn derive<V: Send + Sync + 'static>(&self, keys: u64, kind: Kind, value: V) -> NodeRef {
+        Arc::new(Node {
+            parent: self.clone(),
+            keys,
+            kind,
+            value,
+        })
+    }
+
+    /// A child that ends when [`CancelScope`] is cancelled or dropped, or when `self` ends.
+    /// Go's `WithCancel`.
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let parent = Context::background().with_cancel();
+    /// let child = parent.with_cancel();
+    /// parent.cancel(); // cancels every descendant before it returns
+    /// assert_eq!(child.err(), Some(Error::Cancelled));
+    /// ```
+    pub fn with_cancel(&self) -> CancelScope {
+        self.derive_cancel(None, None)
+    }
+
+    /// A child that ends at `deadline` (with [`Error::DeadlineExceeded`]), when cancelled,
+    /// or when `self` ends. If `self` already has an earlier deadline, that one stands.
+    /// Go's `WithDeadline`. Needs no async runtime: a driver thread fires deadlines.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let scope = Context::background().with_deadline(Instant::now() + Duration::from_millis(10));
+    /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
+    /// ```
+    pub fn with_deadline(&self, deadline: Instant) -> CancelScope {
+        self.derive_cancel(Some(deadline), None)
+    }
+
+    /// [`with_deadline`](Context::with_deadline) at now + `timeout`. Go's `WithTimeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::Context;
+    ///
+    /// let scope = Context::background().with_timeout(Duration::from_secs(5));
+    /// assert!(scope.deadline().is_some());
+    /// assert!(!scope.is_cancelled());
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> CancelScope {
+        self.derive_cancel(Some(deadline_after(timeout)), None)
+    }
+
+    /// Like [`with_deadline`](Context::with_deadline), and when the deadline fires,
+    /// [`cause`](Context::cause) reports `cause`. Go's `WithDeadlineCause`.
+    pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<Cause>) -> CancelScope {
+        self.derive_cancel(Some(deadline), Some(cause.into()))
+    }
+
+    /// Like [`with_timeout`](Context::with_timeout), and when the deadline fires,
+    /// [`cause`](Context::cause) reports `cause`. Go's `WithTimeoutCause`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let scope = Context::background().with_timeout_cause(Duration::from_millis(5), "backend too slow");
+    /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
+    /// assert_eq!(scope.cause().unwrap().to_string(), "backend too slow");
+    /// ```
+    pub fn with_timeout_cause(&self, timeout: Duration, cause: impl Into<Cause>) -> CancelScope {
+        self.derive_cancel(Some(deadline_after(timeout)), Some(cause.into()))
+    }
+
+    fn derive_cancel(&self, deadline: Option<Instant>, cause: Option<Cause>) -> CancelScope {
+        let parent_deadline = self.deadline();
+        // Go: a parent deadline before ours makes this a plain cancel child.
+        let own = deadline.filter(|d| parent_deadline.is_none_or(|p| p >= *d));
+        let effective = own.or(parent_deadline);
+        let cause = own.and(cause);
+        let node = self.derive(
+            self.keys(),
+            Kind::Cancel(Core::new(effective, own.is_some(), cause)),
+            (),
+        );
+        let core = node.signal().expect("a cancel node has a core");
+        if let Some(parent) = self.signal() {
+            parent.attach(core);
+        }
+        if let Some(at) = own {
+            if at <= Instant::now() {
+                crate::tree::expire(&node);
+            } else {
+                core.arm(&node, at);
+            }
+        }
+        CancelScope::new(Context {
+            repr: Repr::Node(node),
+        })
+    }
+
+    /// A child carrying `value`, found by [`value::<K>()`](Context::value) here and in
+    /// every descendant, unless a descendant sets its own `K`. Go's `WithValue`.
+    ///
+    /// ```
+    /// use ctx_core::{Context, ContextKey};
+    ///
+    /// #[derive(ContextKey)]
+    /// struct User(&'static str);
+    ///
+    /// let outer = Context::background().with_value(User("ann"));
+    /// let inner = outer.with_cancel().with_value(User("bob"));
+    /// assert_eq!(outer.value::<User>().unwrap().0, "ann");
+    /// assert_eq!(inner.value::<User>().unwrap().0, "bob"); // innermost first
+    /// ```
+    pub fn with_value<K: ContextKey>(&self, value: K) -> Context {
+        let kind = Kind::Value {
+            key: std::any::TypeId::of::<K>(),
+            name: K::NAME,
+            signal: self.node().and_then(|node| node.signal_ptr()),
+        };
+        Context {
+            repr: Repr::Node(self.derive(self.keys() | summary_bit::<K>(), kind, value)),
+        }
+    }
+
+    /// A child with `self`'s values but none of its cancellation: never cancelled, no
+    /// deadline. For work that must finish even when the request that started it is gone
+    /// (an audit write, a cache fill). Go's `WithoutCancel`.
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// let request = Context::background().with_cancel();
+    /// let detached = request.without_cancel();
+    /// request.cancel();
+    /// assert!(!detached.is_cancelled());
+    /// ```
+    pub fn without_cancel(&self) -> Context {
+        Context {
+            repr: Repr::Node(self.derive(self.keys(), Kind::WithoutCancel, ())),
+        }
+    }
+
+    /// The deadline after which this context ends, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.signal().and_then(|core| core.deadline)
+    }
+
+    /// Whether this context is done. The checkpoint hot path: one atomic load, no lock, no
+    /// clock read (deadlines are fired by the driver, not checked here).
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.signal().is_some_and(Core::is_done)
+    }
+
+    /// Why this context is done, or `None` while it is not. Go's `Err()`.
+    #[inline]
+    pub fn err(&self) -> Option<Error> {
+        self.signal().and_then(Core::err)
+    }
+
+    /// The cause given when this context (or the ancestor that ended it) was cancelled;
+    /// the [`Error`] itself when none was given; `None` while not done. Go's `Cause`.
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let parent = Context::background().with_cancel();
+    /// let child = parent.with_cancel();
+    /// parent.cancel_with("shutting down");
+    /// assert_eq!(child.err(), Some(Error::Cancelled));
+    /// assert_eq!(child.cause().unwrap().to_string(), "shutting down");
+    /// ```
+    pub fn cause(&self) -> Option<Cause> {
+        self.signal().and_then(Core::cause)
+    }
+
+    /// `Err(error)` once this context is done, else `Ok(())`: put `ctx.checkpoint()?` in a
+    /// loop to stop when the caller gives up. As cheap as [`is_cancelled`](Context::is_cancelled).
+    #[inline]
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        match self.err() {
+            None => Ok(()),
+            Some(err) => Err(err),
+        }
+    }
+
+    /// The innermost value of key type `K` in this context's chain. Go's `Value`.
+    ///
+    /// A miss usually costs one bit test, not a walk: each node summarizes the key types
+    /// above it.
+    pub fn value<K: ContextKey>(&self) -> Option<&K> {
+        if self.keys() & summary_bit::<K>() == 0 {
+            return None;
+        }
+        let wanted = std::any::TypeId::of::<K>();
+        let mut ctx = self;
+        while let Repr::Node(node) = &ctx.repr {
+            if let Kind::Value { key, .. } = &node.kind
+                && *key == wanted
+            {
+                return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
+            }
+            ctx = &node.parent;
+        }
+        None
+    }
+
+    /// Runs `f` on a thread of its own once this context is done (at once if it already
+    /// is), unless [`AfterFunc::stop`](crate::AfterFunc::stop) is called first. Go's
+    /// `context.AfterFunc`.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use ctx_core::Context;
+    ///
+    /// let scope = Context::background().with_cancel();
+    /// let (tx, rx) = mpsc::channel();
+    /// let _after = scope.after_func(move || tx.send("closed the connection").unwrap());
+    /// scope.cancel();
+    /// assert_eq!(rx.recv().unwrap(), "closed the connection");
+    /// ```
+    pub fn after_func(&self, f: impl FnOnce() + Send + 'static) -> crate::AfterFunc {
+        crate::after::register(self, Box::new(f))
+    }
+
+    /// Runs `f` with `self` as [`Context::current`], restoring the previous current context
+    /// when `f` returns or panics.
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// let scope = Context::background().with_cancel();
+    /// scope.enter(|| assert_eq!(Context::current().to_string(), "context.Background.WithCancel"));
+    /// assert_eq!(Context::current().to_string(), "context.Background");
+    /// ```
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        crate::ambient::enter(self.clone(), f)
+    }
+
+    /// Wraps `future` so every poll of it sees `self` as [`Context::current`], on any
+    /// executor. Nested scopes shadow outer ones for as long as they poll.
+    ///
+    /// ```
+    /// use ctx_core::{Context, ContextKey};
+    ///
+    /// #[derive(ContextKey)]
+    /// struct Tenant(u32);
+    ///
+    /// let ctx = Context::background().with_value(Tenant(42));
+    /// let seen = futures::executor::block_on(ctx.scope(async {
+    ///     Context::current().value::<Tenant>().map(|t| t.0)
+    /// }));
+    /// assert_eq!(seen, Some(42));
+    /// ```
+    pub fn scope<F: std::future::Future>(&self, future: F) -> crate::Scoped<F> {
+        crate::ambient::Scoped::new(self.clone(), future)
+    }
+
+    /// The ambient context: the innermost [`scope`](Context::scope) or
+    /// [`enter`](Context::enter) of this task or thread, else [`background`](Context::background).
+    pub fn current() -> Context {
+        crate::ambient::current()
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // An absurd timeout (`Duration::MAX`) means "no time limit worth a timer": a century.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chain = Vec::new();
+        let mut ctx = self;
+        while let Repr::Node(node) = &ctx.repr {
+            chain.push(node);
+            ctx = &node.parent;
+        }
+        f.write_str(match ctx.repr {
+            Repr::Todo => "context.TODO",
+            _ => "context.Background",
+        })?;
+        for node in chain.iter().rev() {
+            match &node.kind {
+                Kind::Cancel(core) => match core.deadline.filter(|_| core.own_deadline) {
+                    Some(at) => {
+                        let remaining = crate::fmt::go_duration(signed_nanos_until(at));
+                        write!(
+                            f,
+                            ".WithDeadline({} [{remaining}])",
+                            crate::fmt::go_time(at)
+                        )?
+                    }
+                    None => f.write_str(".WithCancel")?,
+                },
+                Kind::Value { name, .. } => write!(f, ".WithValue({name})")?,
+                Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn signed_nanos_until(at: Instant) -> i128 {
+    let now = Instant::now();
+    if at >= now {
+        (at - now).as_nanos() as i128
+    } else {
+        -((now - at).as_nanos() as i128)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("chain", &format_args!("{self}"))
+            .field("deadline", &self.deadline())
+            .field("err", &self.err())
+            .finish()
+    }
+}

@@ -1,0 +1,79 @@
+//! Go's `context` package, Rust-native: cancellation trees, deadlines and request-scoped
+//! values, with RAII cancel and typed keys.
+//!
+//! A [`Context`] is a node in a tree rooted at [`Context::background`]. Deriving a child
+//! ([`with_cancel`](Context::with_cancel), [`with_timeout`](Context::with_timeout),
+//! [`with_deadline`](Context::with_deadline)) gives a [`CancelScope`]: the child context plus
+//! the right to cancel it, exercised on drop at the latest. Cancelling a node cancels its
+//! whole subtree before `cancel` returns; deadlines fire on their own, with or without an
+//! async runtime. Values ride along with [`with_value`](Context::with_value), keyed by type.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ctx_core::{Context, ContextKey, Error};
+//!
+//! #[derive(ContextKey)]
+//! struct RequestId(u64);
+//!
+//! fn handle(ctx: &Context) -> Result<u64, Error> {
+//!     let mut steps = 0;
+//!     while steps < 1_000 {
+//!         ctx.checkpoint()?; // one atomic load
+//!         steps += 1;
+//!     }
+//!     Ok(ctx.value::<RequestId>().map_or(0, |id| id.0) + steps)
+//! }
+//!
+//! let root = Context::background().with_value(RequestId(7));
+//! let request = root.with_timeout(Duration::from_secs(1));
+//! assert_eq!(handle(&request), Ok(1_007));
+//!
+//! request.cancel(); // or just let it drop
+//! ```
+//!
+//! # Compared with Go
+//!
+//! Semantics follow Go 1.21+'s `context` (propagation, first cancel wins, earlier parent
+//! deadline wins, `Cause`, `WithoutCancel`, `AfterFunc`). Where Rust does better, ctx does:
+//! cancel is RAII (no `lostcancel`), a dropped child leaves no trace in its parent, keys are
+//! types, and [`Context::run`] drops a future when its context ends.
+//!
+//! # Cost
+//!
+//! [`Context::is_cancelled`] and [`Context::checkpoint`] are one atomic load. Each
+//! derivation is one heap allocation; `background()` and `todo()` none; cancel allocates
+//! nothing (but a thread per [`AfterFunc`]). Cancel and drop use no recursion, so chains of
+//! any depth are safe.
+
+#![warn(missing_docs)]
+
+mod after;
+mod ambient;
+mod context;
+mod error;
+mod fmt;
+mod key;
+mod loom;
+mod scope;
+mod slab;
+mod timer;
+mod tree;
+mod wait;
+
+pub use after::AfterFunc;
+pub use ambient::Scoped;
+pub use context::Context;
+pub use error::{Cause, Error};
+pub use key::ContextKey;
+pub use scope::{CancelHandle, CancelScope};
+pub use wait::{Done, Run};
+
+#[cfg(feature = "macros")]
+pub use ctx_macros::{ContextKey, cancellable};
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+#[cfg(test)]
+mod tests;

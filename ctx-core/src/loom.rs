@@ -1,0 +1,29 @@
+//! The synchronization primitives the tree is built from, swapped for loom's under
+//! `cfg(loom)` so the concurrency models in `tests/loom.rs` explore every interleaving.
+//!
+//! `Arc`/`Weak` stay std's in both builds: their reference counting is not what the models
+//! check (and loom's `Arc` cannot be unsized), the locks and atomics around them are.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+};
+#[cfg(loom)]
+pub(crate) use loom::thread;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+};
+#[cfg(not(loom))]
+pub(crate) use std::thread;
+
+/// Locks `mutex`, ignoring poison: every critical section in this crate leaves the data
+/// consistent before it runs anything that could panic (a user's waker).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

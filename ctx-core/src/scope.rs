@@ -1,0 +1,133 @@
+//! The cancel side of a derived context: [`CancelScope`] (RAII, derefs to the context) and
+//! [`CancelHandle`] (the Go-style split-off canceller).
+
+use std::fmt;
+use std::ops::Deref;
+
+use crate::context::Context;
+use crate::error::{Cause, Error};
+
+/// A derived context together with the right to cancel it; returned by
+/// [`Context::with_cancel`], [`with_deadline`](Context::with_deadline) and
+/// [`with_timeout`](Context::with_timeout).
+///
+/// Derefs to its [`Context`]. Dropping it cancels the context with [`Error::Cancelled`],
+/// so "forgot to call cancel" (Go's `lostcancel` vet check) cannot happen, and an early
+/// return, a `?` or a panic cancels too. Call [`into_parts`](CancelScope::into_parts) to
+/// hand the canceller to someone else.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+///
+/// let ctx = {
+///     let scope = Context::background().with_cancel();
+///     scope.context().clone()
+/// }; // the scope dropped here, so its context is done
+/// assert!(ctx.is_cancelled());
+/// ```
+#[must_use = "dropping a CancelScope cancels its context at once"]
+pub struct CancelScope {
+    handle: CancelHandle,
+}
+
+impl CancelScope {
+    pub(crate) fn new(ctx: Context) -> CancelScope {
+        CancelScope {
+            handle: CancelHandle { ctx },
+        }
+    }
+
+    /// The derived context.
+    pub fn context(&self) -> &Context {
+        &self.handle.ctx
+    }
+
+    /// Cancels the context (and every descendant, before returning) with
+    /// [`Error::Cancelled`]. A no-op if it is already done: the first cancel wins.
+    pub fn cancel(self) {
+        self.handle.cancel();
+    }
+
+    /// Cancels like [`cancel`](CancelScope::cancel), recording `cause` for
+    /// [`Context::cause`]. Go's `WithCancelCause`.
+    pub fn cancel_with(self, cause: impl Into<Cause>) {
+        self.handle.cancel_with(cause);
+    }
+
+    /// Splits into the context and a [`CancelHandle`] that cancels it (on `cancel` or
+    /// drop), for when the context and its canceller go different ways, as Go's
+    /// `ctx, cancel := context.WithCancel(parent)`.
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel().into_parts();
+    /// let worker = std::thread::spawn(move || ctx.wait());
+    /// cancel.cancel();
+    /// assert_eq!(worker.join().unwrap(), ctx_core::Error::Cancelled);
+    /// ```
+    pub fn into_parts(self) -> (Context, CancelHandle) {
+        (self.handle.ctx.clone(), self.handle)
+    }
+}
+
+impl Deref for CancelScope {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.handle.ctx
+    }
+}
+
+impl AsRef<Context> for CancelScope {
+    fn as_ref(&self) -> &Context {
+        &self.handle.ctx
+    }
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelScope")
+            .field(&self.handle.ctx)
+            .finish()
+    }
+}
+
+/// Cancels one derived context; not `Clone`, `Send + Sync`. Dropping it cancels.
+///
+/// Obtained from [`CancelScope::into_parts`].
+pub struct CancelHandle {
+    ctx: Context,
+}
+
+impl CancelHandle {
+    /// Cancels the context with [`Error::Cancelled`]; the first cancel wins.
+    pub fn cancel(self) {
+        drop(self); // `Drop` cancels
+    }
+
+    /// Cancels the context with [`Error::Cancelled`], recording `cause`.
+    pub fn cancel_with(self, cause: impl Into<Cause>) {
+        self.cancel_now(Some(cause.into()));
+    }
+
+    fn cancel_now(&self, cause: Option<Cause>) {
+        if let Some(core) = self.ctx.signal() {
+            crate::tree::cancel(core, Error::Cancelled, cause);
+        }
+    }
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        self.cancel_now(None);
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelHandle").field(&self.ctx).finish()
+    }
+}

@@ -1,0 +1,102 @@
+//! A minimal slab: stable `usize` keys, O(1) insert and remove, freed slots reused.
+//!
+//! Used for the waiters and after-funcs of a cancellable node. Keys are handed to exactly
+//! one owner (a `Done`, `Run` or `AfterFunc`), which is the only one that removes them, so
+//! a key is never reused while its owner still holds it.
+
+pub(crate) struct Slab<T> {
+    entries: Vec<Entry<T>>,
+    /// Head of the free list threaded through vacant entries; `entries.len()` when empty.
+    next_free: usize,
+}
+
+enum Entry<T> {
+    Occupied(T),
+    Vacant(usize),
+}
+
+impl<T> Slab<T> {
+    pub(crate) const fn new() -> Self {
+        Slab {
+            entries: Vec::new(),
+            next_free: 0,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> usize {
+        let key = self.next_free;
+        if key == self.entries.len() {
+            self.entries.push(Entry::Occupied(value));
+            self.next_free = key + 1;
+        } else {
+            match std::mem::replace(&mut self.entries[key], Entry::Occupied(value)) {
+                Entry::Vacant(next) => self.next_free = next,
+                Entry::Occupied(_) => unreachable!("the free list only links vacant entries"),
+            }
+        }
+        key
+    }
+
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Occupied(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
+        let entry = self.entries.get_mut(key)?;
+        if let Entry::Vacant(_) = entry {
+            return None;
+        }
+        match std::mem::replace(entry, Entry::Vacant(self.next_free)) {
+            Entry::Occupied(value) => {
+                self.next_free = key;
+                Some(value)
+            }
+            Entry::Vacant(_) => unreachable!("checked above"),
+        }
+    }
+
+    /// Takes every value out, leaving the slab empty (and its buffer released).
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = T> {
+        self.next_free = 0;
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|entry| match entry {
+                Entry::Occupied(value) => Some(value),
+                Entry::Vacant(_) => None,
+            })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Occupied(_)))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slab;
+
+    #[test]
+    fn keys_are_reused_after_remove() {
+        let mut slab = Slab::new();
+        let a = slab.insert('a');
+        let b = slab.insert('b');
+        assert_eq!(slab.remove(a), Some('a'));
+        assert_eq!(slab.remove(a), None, "a removed key stays removed");
+        let c = slab.insert('c');
+        assert_eq!(c, a, "the freed slot is reused");
+        assert_eq!(slab.get_mut(b), Some(&mut 'b'));
+        assert_eq!(slab.len(), 2);
+        let mut all: Vec<_> = slab.take_all().collect();
+        all.sort();
+        assert_eq!(all, ['b', 'c']);
+        assert_eq!(slab.len(), 0);
+        assert_eq!(slab.remove(99), None);
+    }
+}

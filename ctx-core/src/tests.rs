@@ -1,0 +1,101 @@
+//! Unit tests that look at crate internals: child lists and armed timers.
+
+use std::time::Duration;
+
+use crate::Context;
+use crate::tree::child_count;
+
+/// Serializes the tests that count armed timers (a process-wide number).
+static TIMER_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn children(ctx: &Context) -> usize {
+    child_count(ctx.signal().expect("a cancellable context"))
+}
+
+#[test]
+fn dropped_children_leave_no_trace() {
+    let parent = Context::background().with_cancel();
+    let kids: Vec<_> = (0..100).map(|_| parent.with_cancel()).collect();
+    assert_eq!(children(&parent), 100);
+    // Drop every other one (from the middle of the list too), then the rest.
+    let (even, odd): (Vec<_>, Vec<_>) = kids.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    drop(even);
+    assert_eq!(children(&parent), 50);
+    drop(odd);
+    assert_eq!(children(&parent), 0);
+}
+
+#[test]
+fn cancelled_child_is_removed_from_parent_at_once() {
+    let parent = Context::background().with_cancel();
+    let child = parent.with_cancel();
+    let keep = child.context().clone();
+    child.cancel();
+    assert_eq!(
+        children(&parent),
+        0,
+        "cancel unlinks even while clones live"
+    );
+    assert!(keep.is_cancelled());
+}
+
+#[test]
+fn value_nodes_register_nothing_and_grandchildren_attach_to_the_nearest_core() {
+    let parent = Context::background().with_cancel();
+    struct K;
+    impl crate::ContextKey for K {
+        const NAME: &'static str = "K";
+    }
+    let valued = parent.with_value(K).with_value(K);
+    let grandchild = valued.with_cancel();
+    assert_eq!(children(&parent), 1);
+    drop(grandchild);
+    assert_eq!(children(&parent), 0);
+}
+
+#[test]
+fn cancel_empties_the_list_and_adopted_nodes_unlink_cleanly() {
+    let root = Context::background().with_cancel();
+    let mid = root.with_cancel();
+    let leaves: Vec<_> = (0..10).map(|_| mid.with_cancel()).collect();
+    assert_eq!(children(&mid), 10);
+    root.cancel();
+    assert!(leaves.iter().all(|leaf| leaf.is_cancelled()));
+    assert_eq!(children(&mid), 0);
+    drop(leaves); // their `Drop` must find themselves unlinked
+    drop(mid);
+}
+
+#[test]
+fn cancelled_or_dropped_deadlines_release_their_timer() {
+    let _serial = TIMER_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let before = crate::timer::pending();
+    let scopes: Vec<_> = (0..2_000)
+        .map(|_| Context::background().with_timeout(Duration::from_secs(3600)))
+        .collect();
+    assert_eq!(crate::timer::pending(), before + 2_000);
+    let (cancelled, dropped): (Vec<_>, Vec<_>) = scopes
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    for (_, scope) in cancelled {
+        let ctx = scope.context().clone();
+        scope.cancel();
+        std::mem::forget(ctx); // cancelled but never dropped: the timer must still go
+    }
+    drop(dropped);
+    assert_eq!(crate::timer::pending(), before, "timers were not released");
+}
+
+#[test]
+fn a_parent_cancel_disarms_descendant_timers() {
+    let _serial = TIMER_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let before = crate::timer::pending();
+    let root = Context::background().with_cancel();
+    let timed: Vec<_> = (0..1_000)
+        .map(|_| root.with_timeout(Duration::from_secs(3600)))
+        .collect();
+    root.cancel();
+    assert_eq!(crate::timer::pending(), before);
+    drop(timed);
+}

@@ -1,0 +1,258 @@
+//! Waiting for a context to end: the [`Done`] and [`Run`] futures, and blocking waits.
+//!
+//! A waiter registers its waker in the slab of the context's core the first time it would
+//! return `Pending`, and removes it when dropped, so creating and dropping `Done` futures in
+//! a loop (as `select!` does) leaves nothing behind. Registration and the done check happen
+//! under the core's lock, which is also where cancel wakes everything: no wake-up is lost.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::error::Error;
+
+/// A waker registration on a context's core (none until the first pending poll).
+struct Waiter<C: AsRef<Context>> {
+    ctx: C,
+    key: Option<usize>,
+}
+
+impl<C: AsRef<Context>> Waiter<C> {
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        let Some(core) = self.ctx.as_ref().signal() else {
+            return Poll::Pending; // never ends: nothing to register
+        };
+        if let Some(err) = core.err() {
+            return Poll::Ready(err);
+        }
+        match core.register_waker(&mut self.key, cx.waker()) {
+            Some(err) => Poll::Ready(err),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<C: AsRef<Context>> Drop for Waiter<C> {
+    fn drop(&mut self) {
+        if let (Some(key), Some(core)) = (self.key, self.ctx.as_ref().signal()) {
+            core.deregister_waker(key);
+        }
+    }
+}
+
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
+}
+
+/// Resolves to the context's [`Error`] when it ends; returned by [`Context::done`].
+///
+/// `'static`, `Send`, `Unpin`: usable in `select!` and storable. A context that can never
+/// end (background, `without_cancel`) gives a `Done` that stays pending.
+///
+/// # Cancellation safety
+///
+/// Dropping a `Done` before it resolves has no effect other than removing its waker.
+#[must_use = "futures do nothing unless polled"]
+pub struct Done {
+    waiter: Waiter<Context>,
+}
+
+impl Future for Done {
+    type Output = Error;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        self.waiter.poll(cx)
+    }
+}
+
+impl fmt::Debug for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Done").field(&self.waiter.ctx).finish()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a future until it completes or the context ends, whichever comes first;
+    /// returned by [`Context::run`].
+    ///
+    /// # Cancellation safety
+    ///
+    /// When the context ends first, the inner future is dropped at once (on that poll).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Run<'a, F> {
+        #[pin]
+        future: Option<F>,
+        waiter: Waiter<&'a Context>,
+    }
+}
+
+impl<F: Future> Future for Run<'_, F> {
+    type Output = Result<F::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(err) = this.waiter.ctx.err() {
+            this.future.set(None);
+            return Poll::Ready(Err(err));
+        }
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            panic!("`Run` polled after completion");
+        };
+        if let Poll::Ready(output) = future.poll(cx) {
+            this.future.set(None);
+            return Poll::Ready(Ok(output));
+        }
+        match this.waiter.poll(cx) {
+            Poll::Ready(err) => {
+                this.future.set(None);
+                Poll::Ready(Err(err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> fmt::Debug for Run<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("ctx", self.waiter.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A future that resolves to this context's [`Error`] once it is done: Go's
+    /// `<-ctx.Done()`. Cheap to create (no lock, no allocation until first pending poll).
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel().into_parts();
+    /// std::thread::spawn(move || cancel.cancel());
+    /// assert_eq!(futures::executor::block_on(ctx.done()), Error::Cancelled);
+    /// ```
+    pub fn done(&self) -> Done {
+        Done {
+            waiter: Waiter {
+                ctx: self.clone(),
+                key: None,
+            },
+        }
+    }
+
+    /// Runs `future` until it completes (`Ok(output)`) or this context ends (`Err(error)`,
+    /// and the future is dropped on the spot): cancellation that does not depend on the
+    /// callee checking anything. If the context is already done, `future` is never polled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::{Context, Error};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let scope = Context::background().with_timeout(Duration::from_millis(10));
+    /// let forever = std::future::pending::<()>();
+    /// assert_eq!(scope.run(forever).await, Err(Error::DeadlineExceeded));
+    /// assert_eq!(scope.run(async { 7 }).await, Err(Error::DeadlineExceeded));
+    /// assert_eq!(Context::background().run(async { 7 }).await, Ok(7));
+    /// # });
+    /// ```
+    pub fn run<F: IntoFuture>(&self, future: F) -> Run<'_, F::IntoFuture> {
+        Run {
+            future: Some(future.into_future()),
+            waiter: Waiter {
+                ctx: self,
+                key: None,
+            },
+        }
+    }
+
+    /// Blocks the thread until this context is done and returns why. Blocks forever on a
+    /// context that can never end, as Go's `<-ctx.Done()` does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let scope = Context::background().with_timeout(Duration::from_millis(5));
+    /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
+    /// ```
+    pub fn wait(&self) -> Error {
+        loop {
+            if let Some(err) = self.block_until(None) {
+                return err;
+            }
+        }
+    }
+
+    /// Blocks until this context is done or `timeout` passes; `None` on timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::Context;
+    ///
+    /// let scope = Context::background().with_cancel();
+    /// assert_eq!(scope.wait_timeout(Duration::from_millis(1)), None);
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Error> {
+        let until = Instant::now().checked_add(timeout);
+        match until {
+            Some(until) => self.block_until(Some(until)),
+            None => Some(self.wait()),
+        }
+    }
+
+    fn block_until(&self, until: Option<Instant>) -> Option<Error> {
+        if let Some(err) = self.err() {
+            return Some(err);
+        }
+        let waker = Waker::from(Arc::new(ThreadWaker(crate::loom::thread::current())));
+        let mut cx = TaskContext::from_waker(&waker);
+        let mut waiter = Waiter {
+            ctx: self,
+            key: None,
+        };
+        loop {
+            if let Poll::Ready(err) = waiter.poll(&mut cx) {
+                return Some(err);
+            }
+            match until {
+                None => crate::loom::thread::park(),
+                Some(until) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        return None;
+                    }
+                    park_timeout(until - now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn park_timeout(timeout: Duration) {
+    std::thread::park_timeout(timeout);
+}
+
+#[cfg(loom)]
+fn park_timeout(_: Duration) {
+    loom::thread::yield_now();
+}
+
+/// Wakes a thread parked in [`Context::wait`].
+struct ThreadWaker(crate::loom::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
