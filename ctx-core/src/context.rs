@@ -436,3 +436,8 @@ impl fmt::Debug for Context {
             .finish()
     }
 }
+
+// A panic never leaves a context half-updated: every lock is taken poison-tolerantly and
+// each critical section completes its state change before running anything that can panic.
+impl std::panic::UnwindSafe for Context {}
+impl std::panic::RefUnwindSafe for Context {}
