@@ -410,30 +410,40 @@ impl<V: ?Sized> Drop for Node<V> {
 ///
 /// Dropping the last reference to a node drops its parent, which may drop its parent in
 /// turn: a million-deep chain would overflow the stack. Instead the outermost drop on a
-/// thread keeps a queue; nested drops hand their parent to it and return at once.
+/// thread drains a queue; nested drops hand their parent to it and return at once. A chain
+/// only ever has one parent pending, kept in a slot; the overflow list is for parents found
+/// while dropping a node's other fields (a value or an after-func holding a context).
 fn drop_parent_iteratively(parent: Context) {
     use std::cell::{Cell, RefCell};
     thread_local! {
         static DRAINING: Cell<bool> = const { Cell::new(false) };
-        static PENDING: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
+        static NEXT: Cell<Option<Context>> = const { Cell::new(None) };
+        static OVERFLOW: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
     }
-    if !parent.is_node() {
-        return;
+    if cfg!(loom) || !parent.is_node() {
+        return; // loom runs its threads on one OS thread: keep thread-locals out of models
     }
     let Ok(nested) = DRAINING.try_with(|draining| draining.replace(true)) else {
         return drop(parent); // thread teardown: fall back to plain recursion
     };
     if nested {
-        // Should the queue be gone (thread teardown), the closure and `parent` drop here.
-        let _ = PENDING.try_with(move |pending| pending.borrow_mut().push(parent));
+        // Should the queue be gone (thread teardown), the closures and `parent` drop here.
+        let _ = NEXT.try_with(move |next| match next.replace(Some(parent)) {
+            None => {}
+            Some(earlier) => {
+                let _ = OVERFLOW.try_with(move |overflow| overflow.borrow_mut().push(earlier));
+            }
+        });
         return;
     }
     drop(parent);
     loop {
-        let next = PENDING
-            .try_with(|pending| pending.borrow_mut().pop())
-            .ok()
-            .flatten();
+        let next = NEXT.try_with(Cell::take).ok().flatten().or_else(|| {
+            OVERFLOW
+                .try_with(|overflow| overflow.borrow_mut().pop())
+                .ok()
+                .flatten()
+        });
         match next {
             Some(ctx) => drop(ctx),
             None => break,
