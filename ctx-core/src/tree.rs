@@ -125,13 +125,19 @@ pub(crate) struct Core {
 }
 
 struct Inner {
+    /// The cause given to the cancel that ended this core, when this core was the one
+    /// cancelled; a descendant ended by it records only `cause_from` (one copy per cancel).
     cause: Option<Cause>,
+    /// The core whose cancel ended this one (an ancestor, kept alive by our parent chain),
+    /// or null when that was this core itself.
+    cause_from: *const Core,
     first_child: *const Core,
     waiters: Slab<Waker>,
     after_funcs: Slab<AfterFn>,
 }
 
-// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
+// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4;
+// `cause_from` points at an ancestor, which the node owning this `Inner` keeps alive.
 unsafe impl Send for Inner {}
 
 pub(crate) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
@@ -154,6 +160,7 @@ impl Core {
             linked: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 cause: None,
+                cause_from: ptr::null(),
                 first_child: ptr::null(),
                 waiters: Slab::new(),
                 after_funcs: Slab::new(),
@@ -178,7 +185,33 @@ impl Core {
 
     pub(crate) fn cause(&self) -> Option<Cause> {
         let err = self.err()?;
-        Some(lock(&self.inner).cause.clone().unwrap_or(Cause::from(err)))
+        let origin = {
+            let inner = lock(&self.inner);
+            if inner.cause_from.is_null() {
+                return Some(inner.cause.clone().unwrap_or(Cause::from(err)));
+            }
+            inner.cause_from
+        }; // released before locking the ancestor (invariant 6)
+        // SAFETY: `cause_from` is an ancestor (the canceller), alive while we are.
+        let origin = unsafe { &*origin };
+        Some(
+            lock(&origin.inner)
+                .cause
+                .clone()
+                .unwrap_or(Cause::from(err)),
+        )
+    }
+
+    /// Replaces the cause recorded by the cancel of this core (for `Group`, which takes its
+    /// error back out of the cause when it returns it). Descendants see the new one too.
+    #[allow(dead_code)] // used by the `tokio` feature
+    pub(crate) fn replace_cause(&self, cause: Cause) -> Option<Cause> {
+        let mut inner = lock(&self.inner);
+        if self.is_done() && inner.cause_from.is_null() {
+            inner.cause.replace(cause)
+        } else {
+            None
+        }
     }
 
     fn as_ptr(&self) -> *mut Core {
@@ -192,9 +225,13 @@ impl Core {
         match self.err() {
             None => push_child(self, &mut inner, child),
             Some(err) => {
-                let cause = inner.cause.clone();
+                let origin = if inner.cause_from.is_null() {
+                    self as *const Core
+                } else {
+                    inner.cause_from
+                };
                 drop(inner);
-                cancel(child, err, cause);
+                cancel_from(child, err, Origin::Inherited(origin));
             }
         }
     }
@@ -257,8 +294,11 @@ impl Core {
 
     /// Marks this core done and releases its waiters, after-funcs and timer. Called under
     /// the core's own lock, once (the caller checked the state).
-    fn finish(&self, inner: &mut Inner, err: Error, cause: Option<Cause>) {
-        inner.cause = cause;
+    fn finish(&self, inner: &mut Inner, err: Error, origin: &Origin) {
+        match origin {
+            Origin::Own(cause) => inner.cause = cause.clone(),
+            Origin::Inherited(from) => inner.cause_from = *from,
+        }
         self.state.store(
             match err {
                 Error::Cancelled => CANCELLED,
@@ -356,9 +396,19 @@ fn pop_child(inner: &mut Inner) -> Option<*const Core> {
     Some(head)
 }
 
+/// Where a cancel's cause is recorded: in the cancelled core, or in an ancestor's.
+enum Origin {
+    Own(Option<Cause>),
+    Inherited(*const Core),
+}
+
 /// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
 /// removes `core` from its owner's list. Allocates nothing (but the after-func threads).
 pub(crate) fn cancel(core: &Core, err: Error, cause: Option<Cause>) {
+    cancel_from(core, err, Origin::Own(cause));
+}
+
+fn cancel_from(core: &Core, err: Error, origin: Origin) {
     if core.is_done() {
         return; // the first cancel won; no need for the lock
     }
@@ -366,7 +416,12 @@ pub(crate) fn cancel(core: &Core, err: Error, cause: Option<Cause>) {
     if core.state.load(Relaxed) != LIVE {
         return;
     }
-    core.finish(&mut inner, err, cause.clone());
+    core.finish(&mut inner, err, &origin);
+    // Descendants point at the core that holds the cause: ours, or the one we inherit from.
+    let inherited = Origin::Inherited(match origin {
+        Origin::Own(_) => core as *const Core,
+        Origin::Inherited(from) => from,
+    });
     while let Some(child) = pop_child(&mut inner) {
         // SAFETY: popped under our lock; the child cannot be freed before its `Drop` gets our
         // lock (invariant 4), and we hold it until the end of this loop.
@@ -375,7 +430,7 @@ pub(crate) fn cancel(core: &Core, err: Error, cause: Option<Cause>) {
         if child.state.load(Relaxed) != LIVE {
             continue; // a concurrent cancel finished it (and its subtree) first
         }
-        child.finish(&mut child_inner, err, cause.clone());
+        child.finish(&mut child_inner, err, &inherited);
         // Adopt the grandchildren: we now hold both their old and their new owner's locks.
         while let Some(grandchild) = pop_child(&mut child_inner) {
             // SAFETY: valid while we hold the child's lock (invariant 4); once pushed onto our
