@@ -60,6 +60,11 @@ mod timer;
 mod tree;
 mod wait;
 
+#[cfg(feature = "tokio")]
+pub mod rt;
+#[cfg(feature = "tokio")]
+pub use rt::{Group, process, signal, spawn, spawn_blocking};
+
 pub use after::AfterFunc;
 pub use ambient::Scoped;
 pub use context::Context;
