@@ -60,6 +60,8 @@ mod timer;
 mod tree;
 mod wait;
 
+#[cfg(feature = "tower")]
+pub mod http;
 #[cfg(feature = "tokio")]
 pub mod rt;
 #[cfg(feature = "tokio")]

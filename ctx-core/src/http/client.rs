@@ -1,0 +1,154 @@
+//! [`PropagateDeadlineLayer`]: outgoing requests carry the caller's remaining time.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
+use crate::{Context, Done, Error};
+
+/// The error type of [`PropagateDeadline`]: the inner service's error or a context [`Error`]
+/// (downcast the box to tell which).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A tower layer for clients (hyper-util's, tonic channels): each outgoing request carries
+/// the remaining time of its context as `grpc-timeout`; a request whose context is already
+/// done fails at once with the context's [`Error`], unsent; and a call in flight is dropped
+/// (and fails the same way) the moment its context ends.
+///
+/// The context is [`Context::current`] at the time of the call, or the one given to
+/// [`with_context`](PropagateDeadlineLayer::with_context).
+#[derive(Clone, Debug, Default)]
+pub struct PropagateDeadlineLayer {
+    ctx: Option<Context>,
+}
+
+impl PropagateDeadlineLayer {
+    /// Uses [`Context::current`] of each call.
+    pub fn new() -> PropagateDeadlineLayer {
+        PropagateDeadlineLayer { ctx: None }
+    }
+
+    /// Uses `ctx` for every call.
+    pub fn with_context(ctx: &Context) -> PropagateDeadlineLayer {
+        PropagateDeadlineLayer {
+            ctx: Some(ctx.clone()),
+        }
+    }
+}
+
+impl<S> Layer<S> for PropagateDeadlineLayer {
+    type Service = PropagateDeadline<S>;
+
+    fn layer(&self, inner: S) -> PropagateDeadline<S> {
+        PropagateDeadline {
+            inner,
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+/// The service made by [`PropagateDeadlineLayer`].
+#[derive(Clone, Debug)]
+pub struct PropagateDeadline<S> {
+    inner: S,
+    ctx: Option<Context>,
+}
+
+impl<S, B> Service<Request<B>> for PropagateDeadline<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let ctx = self.ctx.clone().unwrap_or_else(Context::current);
+        if let Some(err) = ctx.err() {
+            return DeadlineFuture::failed(ctx, err);
+        }
+        if let Some(deadline) = ctx.deadline() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return DeadlineFuture::failed(ctx, Error::DeadlineExceeded);
+            }
+            let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
+                .expect("digits and a unit are ASCII");
+            request.headers_mut().insert(GRPC_TIMEOUT, value);
+        }
+        DeadlineFuture {
+            done: ctx.done(),
+            future: Some(self.inner.call(request)),
+            failed: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`PropagateDeadline`].
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        future: Option<F>,
+        done: Done,
+        failed: Option<Error>,
+    }
+}
+
+impl<F> DeadlineFuture<F> {
+    fn failed(ctx: Context, err: Error) -> DeadlineFuture<F> {
+        DeadlineFuture {
+            future: None,
+            done: ctx.done(),
+            failed: Some(err),
+        }
+    }
+}
+
+impl<F, T, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(err) = this.failed.take() {
+            return Poll::Ready(Err(Box::new(err)));
+        }
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            panic!("DeadlineFuture polled after completion");
+        };
+        if let Poll::Ready(output) = future.poll(cx) {
+            this.future.set(None);
+            return Poll::Ready(output.map_err(Into::into));
+        }
+        match Pin::new(this.done).poll(cx) {
+            Poll::Ready(err) => {
+                this.future.set(None); // drop the call in flight: the connection goes with it
+                Poll::Ready(Err(Box::new(err)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> fmt::Debug for DeadlineFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineFuture")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,162 @@
+//! The `grpc-timeout` header: 1 to 8 ASCII digits and one unit, `H M S m u n`
+//! (hours, minutes, seconds, milliseconds, microseconds, nanoseconds).
+
+use std::fmt;
+use std::time::Duration;
+
+/// The header's name.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Why a `grpc-timeout` value was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidTimeout {
+    reason: String,
+}
+
+impl InvalidTimeout {
+    fn new(reason: impl Into<String>) -> InvalidTimeout {
+        InvalidTimeout {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid grpc-timeout header: {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidTimeout {}
+
+/// Parses a `grpc-timeout` value such as `"250m"` (250 ms) or `"1H"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ctx_core::http::parse_grpc_timeout;
+///
+/// assert_eq!(parse_grpc_timeout(b"250m"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_grpc_timeout(b"2H"), Ok(Duration::from_secs(7200)));
+/// assert!(parse_grpc_timeout(b"123456789S").is_err()); // more than 8 digits
+/// assert!(parse_grpc_timeout(b"10x").is_err());
+/// ```
+pub fn parse_grpc_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
+    let Some((&unit, digits)) = value.split_last() else {
+        return Err(InvalidTimeout::new(
+            "empty value; expected 1-8 digits and a unit (H, M, S, m, u or n)",
+        ));
+    };
+    if digits.is_empty() {
+        return Err(InvalidTimeout::new("no digits before the unit"));
+    }
+    if digits.len() > 8 {
+        return Err(InvalidTimeout::new(format!(
+            "{} digits; at most 8 are allowed",
+            digits.len()
+        )));
+    }
+    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
+        return Err(InvalidTimeout::new(format!(
+            "{:?} is not a digit",
+            char::from(*bad)
+        )));
+    }
+    let n: u64 = digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        other => {
+            return Err(InvalidTimeout::new(format!(
+                "unknown unit {:?}; expected H, M, S, m, u or n",
+                char::from(other)
+            )));
+        }
+    })
+}
+
+/// Formats `timeout` as a `grpc-timeout` value in the finest unit that fits in 8 digits,
+/// rounding down (a callee told slightly less time gives up slightly early, never late).
+///
+/// ```
+/// use std::time::Duration;
+/// use ctx_core::http::format_grpc_timeout;
+///
+/// assert_eq!(format_grpc_timeout(Duration::from_millis(1500)), "1500000u");
+/// assert_eq!(format_grpc_timeout(Duration::from_secs(3 * 3600)), "10800000m");
+/// ```
+pub fn format_grpc_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    for (unit, per) in [
+        ('n', 1u128),
+        ('u', 1_000),
+        ('m', 1_000_000),
+        ('S', 1_000_000_000),
+        ('M', 60_000_000_000),
+    ] {
+        if nanos / per <= MAX {
+            return format!("{}{unit}", nanos / per);
+        }
+    }
+    format!("{}H", (nanos / 3_600_000_000_000).min(MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit() {
+        for (text, want) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("4m", Duration::from_millis(4)),
+            ("5u", Duration::from_micros(5)),
+            ("6n", Duration::from_nanos(6)),
+            ("0S", Duration::ZERO),
+            ("99999999H", Duration::from_secs(99_999_999 * 3600)),
+        ] {
+            assert_eq!(parse_grpc_timeout(text.as_bytes()), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_with_a_reason() {
+        for (text, reason) in [
+            ("", "empty value"),
+            ("S", "no digits"),
+            ("123456789S", "9 digits"),
+            ("1.5S", "'.' is not a digit"),
+            ("-1S", "'-' is not a digit"),
+            ("10s", "unknown unit 's'"),
+            ("10", "unknown unit '0'"),
+            (" 1S", "' ' is not a digit"),
+        ] {
+            let err = parse_grpc_timeout(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip_within_one_unit() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(7),
+            Duration::from_millis(1500),
+            Duration::from_secs(86_400 * 400),
+        ] {
+            let text = format_grpc_timeout(d);
+            let back = parse_grpc_timeout(text.as_bytes()).unwrap();
+            assert!(
+                back <= d && d - back < Duration::from_secs(3600),
+                "{d:?} -> {text} -> {back:?}"
+            );
+            assert!(text.len() <= 9, "{text}");
+        }
+    }
+}
