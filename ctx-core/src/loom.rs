@@ -1,23 +1,23 @@
 //! The synchronization primitives the tree is built from, swapped for loom's under
-//! `cfg(loom)` so the concurrency models in `tests/loom.rs` explore every interleaving.
+//! `cfg(ctx_loom)` so the concurrency models in `tests/loom.rs` explore every interleaving.
 //!
 //! `Arc`/`Weak` stay std's in both builds: their reference counting is not what the models
 //! check (and loom's `Arc` cannot be unsized), the locks and atomics around them are.
 
-#[cfg(loom)]
+#[cfg(ctx_loom)]
 pub(crate) use loom::sync::{
     Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
 };
-#[cfg(loom)]
+#[cfg(ctx_loom)]
 pub(crate) use loom::thread;
 
-#[cfg(not(loom))]
+#[cfg(not(ctx_loom))]
 pub(crate) use std::sync::{
     Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
 };
-#[cfg(not(loom))]
+#[cfg(not(ctx_loom))]
 pub(crate) use std::thread;
 
 /// Locks `mutex`, ignoring poison: every critical section in this crate leaves the data

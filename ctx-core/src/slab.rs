@@ -58,6 +58,14 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Every value in the slab.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|entry| match entry {
+            Entry::Occupied(value) => Some(value),
+            Entry::Vacant(_) => None,
+        })
+    }
+
     /// Takes every value out, leaving the slab empty (and its buffer released).
     pub(crate) fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.next_free = 0;

@@ -78,7 +78,7 @@ fn lock_timers(driver: &Driver) -> std::sync::MutexGuard<'_, Timers> {
 
 /// Arms `core`'s deadline. The caller holds `core`'s lock and has checked it is live.
 pub(crate) fn arm(core: &Core, node: &NodeRef, at: Instant) {
-    if cfg!(loom) {
+    if cfg!(ctx_loom) {
         return; // loom models do not cover deadlines
     }
     let driver = driver();
@@ -104,7 +104,7 @@ pub(crate) fn arm(core: &Core, node: &NodeRef, at: Instant) {
 
 /// Removes `core`'s pending deadline, if it has one.
 pub(crate) fn disarm(core: &Core) {
-    if cfg!(loom) || core.timer_slot.load(std::sync::atomic::Ordering::Relaxed) == NO_SLOT {
+    if cfg!(ctx_loom) || core.timer_slot.load(std::sync::atomic::Ordering::Relaxed) == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
     let mut timers = lock_timers(driver());

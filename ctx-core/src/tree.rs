@@ -23,8 +23,9 @@
 //! 5. A cancelled core has an empty list forever: new children of a done parent are born
 //!    done and are never linked.
 //! 6. Lock order: an ancestor's core before a descendant's, and any core before the timer
-//!    driver's lock. No lock is held while user code (an after-func) runs; wakers are woken
-//!    under the lock of the core they wait on, as Go closes its done channel.
+//!    driver's lock. No lock is held while user code (an after-func, or the drop of one or
+//!    of a waker) runs; wakers are woken under the lock of the core they wait on, as Go
+//!    closes its done channel.
 //!
 //! # Cancel
 //!
@@ -255,26 +256,27 @@ impl Core {
     pub(crate) fn register_waker(&self, slot: &mut Option<usize>, waker: &Waker) -> Option<Error> {
         let mut inner = lock(&self.inner);
         if let Some(err) = self.err() {
-            *slot = None;
-            return Some(err);
+            return Some(err); // a registration stays until the waiter drops (see `finish`)
         }
-        match slot.and_then(|key| inner.waiters.get_mut(key)) {
-            Some(registered) => {
-                if !registered.will_wake(waker) {
-                    registered.clone_from(waker);
-                }
+        let replaced = match slot.and_then(|key| inner.waiters.get_mut(key)) {
+            Some(registered) if registered.will_wake(waker) => None,
+            Some(registered) => Some(std::mem::replace(registered, waker.clone())),
+            None => {
+                *slot = Some(inner.waiters.insert(waker.clone()));
+                None
             }
-            None => *slot = Some(inner.waiters.insert(waker.clone())),
-        }
+        };
+        drop(inner);
+        drop(replaced); // user code may run when a waker drops: never under our lock
         None
     }
 
     /// Forgets a waker registration (a `Done` dropped before its context ended).
     pub(crate) fn deregister_waker(&self, key: usize) {
         let mut inner = lock(&self.inner);
-        if !self.is_done() {
-            inner.waiters.remove(key);
-        }
+        let removed = inner.waiters.remove(key);
+        drop(inner);
+        drop(removed);
     }
 
     /// Registers `f` to run when this core is done; if it already is, returns `f` back.
@@ -289,7 +291,15 @@ impl Core {
     /// Removes a registered after-func; true if it had not run yet (it never will now).
     pub(crate) fn deregister_after(&self, key: usize) -> bool {
         let mut inner = lock(&self.inner);
-        !self.is_done() && inner.after_funcs.remove(key).is_some()
+        let removed = if self.is_done() {
+            None
+        } else {
+            inner.after_funcs.remove(key)
+        };
+        drop(inner);
+        // Dropping `f` runs the drops of what it captured (a `CancelHandle`, say), which may
+        // lock this very core: never under our lock.
+        removed.is_some()
     }
 
     /// Marks this core done and releases its waiters, after-funcs and timer. Called under
@@ -306,8 +316,10 @@ impl Core {
             },
             Release,
         );
-        for waker in inner.waiters.take_all() {
-            waker.wake();
+        // Wake by reference: the wakers stay registered until their `Done` is dropped or the
+        // node is, so no waker (whose drop may run user code) is dropped under this lock.
+        for waker in inner.waiters.values() {
+            waker.wake_by_ref();
         }
         for f in inner.after_funcs.take_all() {
             spawn_after_func(f);
@@ -475,7 +487,7 @@ fn drop_parent_iteratively(parent: Context) {
         static NEXT: Cell<Option<Context>> = const { Cell::new(None) };
         static OVERFLOW: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
     }
-    if cfg!(loom) || !parent.is_node() {
+    if cfg!(ctx_loom) || !parent.is_node() {
         return; // loom runs its threads on one OS thread: keep thread-locals out of models
     }
     let Ok(nested) = DRAINING.try_with(|draining| draining.replace(true)) else {

@@ -235,12 +235,12 @@ impl Context {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(ctx_loom))]
 fn park_timeout(timeout: Duration) {
     std::thread::park_timeout(timeout);
 }
 
-#[cfg(loom)]
+#[cfg(ctx_loom)]
 fn park_timeout(_: Duration) {
     loom::thread::yield_now();
 }

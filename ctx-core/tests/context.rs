@@ -699,3 +699,106 @@ fn a_million_deep_live_chain_drops_without_overflow() {
         .join()
         .expect("no stack overflow");
 }
+
+#[test]
+fn stopping_an_after_func_that_owns_a_canceller_does_not_deadlock() {
+    //! Regression: `stop` dropped the removed closure under the core's lock; the closure's
+    //! `CancelHandle` then cancelled a child, which locks the same core to unlink itself.
+    let parent = Context::background().with_cancel();
+    let (child, handle) = parent.with_cancel().into_parts();
+    let after = parent.after_func(move || handle.cancel());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(after.stop()).unwrap());
+    assert_eq!(rx.recv_timeout(PROMPTLY), Ok(true), "stop returned");
+    assert_eq!(
+        child.err(),
+        Some(Error::Cancelled),
+        "dropping the closure dropped its CancelHandle"
+    );
+}
+
+#[test]
+fn a_waker_whose_drop_cancels_the_same_context_does_not_deadlock() {
+    use std::future::Future;
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    // A waker owning a CancelHandle of a child: dropping it cancels (and unlinks) the child,
+    // which locks the parent core that the `Done` is registered on.
+    struct Owner(std::sync::Mutex<Option<ctx_core::CancelHandle>>);
+    fn vtable() -> &'static RawWakerVTable {
+        &RawWakerVTable::new(
+            |p| {
+                // SAFETY: `p` came from `Arc::into_raw` below.
+                unsafe { Arc::increment_strong_count(p as *const Owner) };
+                RawWaker::new(p, vtable())
+            },
+            |_| {},
+            |_| {},
+            // SAFETY: each RawWaker owns one strong count.
+            |p| drop(unsafe { Arc::from_raw(p as *const Owner) }),
+        )
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            if let Some(h) = self.0.lock().unwrap().take() {
+                h.cancel();
+            }
+        }
+    }
+    let parent = Context::background().with_cancel();
+    let (child, handle) = parent.with_cancel().into_parts();
+    let owner = Arc::new(Owner(std::sync::Mutex::new(Some(handle))));
+    // SAFETY: the vtable upholds the RawWaker contract for an `Arc<Owner>`.
+    let waker =
+        unsafe { Waker::from_raw(RawWaker::new(Arc::into_raw(owner) as *const (), vtable())) };
+    let (tx, rx) = mpsc::channel();
+    let ctx = parent.context().clone();
+    thread::spawn(move || {
+        let mut done = ctx.done();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(std::pin::Pin::new(&mut done).poll(&mut cx).is_pending());
+        drop(waker); // the registered clone is now the last owner
+        drop(done); // deregisters: drops that clone, whose drop cancels the child
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(PROMPTLY).expect("no deadlock");
+    assert!(child.is_cancelled());
+}
+
+#[test]
+fn waking_on_cancel_drops_no_waker_under_the_lock() {
+    use std::future::Future;
+    use std::task::{Wake, Waker};
+    // The registered waker is the last owner of a child's CancelHandle. Cancelling the
+    // parent wakes it; if that dropped it under the parent's lock, the child's cancel (which
+    // unlinks from the parent) would deadlock.
+    struct Owner(std::sync::Mutex<Option<ctx_core::CancelHandle>>);
+    impl Wake for Owner {
+        fn wake(self: Arc<Self>) {}
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            if let Some(h) = self.0.lock().unwrap().take() {
+                h.cancel();
+            }
+        }
+    }
+    let parent = Context::background().with_cancel();
+    let (child, handle) = parent.with_cancel().into_parts();
+    let waker = Waker::from(Arc::new(Owner(std::sync::Mutex::new(Some(handle)))));
+    let mut done = parent.done();
+    assert!(
+        std::pin::Pin::new(&mut done)
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_pending()
+    );
+    drop(waker);
+    let (tx, rx) = mpsc::channel();
+    let (ctx, cancel) = parent.into_parts();
+    thread::spawn(move || {
+        cancel.cancel();
+        drop(done); // now the last waker goes, outside any lock
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(PROMPTLY).expect("no deadlock");
+    assert!(ctx.is_cancelled() && child.is_cancelled());
+}

@@ -1,7 +1,7 @@
 //! loom models of the tree's races. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p ctx-core --no-default-features --release --test loom`
+//! `RUSTFLAGS="--cfg ctx_loom" cargo test -p ctx-core --no-default-features --release --test loom`
 //! (`.ci/run` does, with a bounded preemption count).
-#![cfg(loom)]
+#![cfg(ctx_loom)]
 
 use std::sync::Arc;
 
