@@ -17,8 +17,8 @@ pub(crate) fn go_duration(nanos: i128) -> String {
     }
     if u < SEC {
         let (unit, scale, digits) = match u {
-            ..1_000 => ("ns", 1, 0),
-            ..1_000_000 => ("µs", 1_000, 3),
+            0..1_000 => ("ns", 1, 0),
+            1_000..1_000_000 => ("µs", 1_000, 3),
             _ => ("ms", 1_000_000, 6),
         };
         push_fraction(&mut out, u / scale, u % scale, digits);
