@@ -1,0 +1,1 @@
+//! Shared helpers for the trybuild suite (the cases live under `tests/ui`).

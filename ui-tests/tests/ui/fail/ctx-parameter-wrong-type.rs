@@ -1,0 +1,13 @@
+use ctx_core::{Error, cancellable};
+
+struct Request;
+
+#[cancellable]
+fn work(ctx: &Request) -> Result<(), Error> {
+    let _ = ctx;
+    Ok(())
+}
+
+fn main() {
+    let _ = work(&Request);
+}

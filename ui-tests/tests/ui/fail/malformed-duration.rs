@@ -1,0 +1,11 @@
+use ctx_core::{Error, cancellable};
+
+#[cancellable(timeout = "1x")]
+fn work() -> Result<(), Error> {
+    Ok(())
+}
+
+fn main() {
+    // The function is still there: no follow-on "cannot find function" error.
+    let _ = work();
+}

@@ -1,0 +1,10 @@
+use ctx_core::cancellable;
+
+#[cancellable]
+fn work(items: &[u32]) {
+    for _ in items {}
+}
+
+fn main() {
+    work(&[]);
+}

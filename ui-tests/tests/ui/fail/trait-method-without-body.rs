@@ -1,0 +1,8 @@
+use ctx_core::{Error, cancellable};
+
+trait Job {
+    #[cancellable]
+    fn run(&self) -> Result<(), Error>;
+}
+
+fn main() {}

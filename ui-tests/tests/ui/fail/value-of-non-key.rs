@@ -1,0 +1,8 @@
+use ctx_core::Context;
+
+struct RequestId(u64);
+
+fn main() {
+    let ctx = Context::background();
+    let _ = ctx.value::<RequestId>();
+}

@@ -1,0 +1,10 @@
+use ctx_core::{Error, cancellable};
+
+#[cancellable(timeout = "0s")]
+fn work() -> Result<(), Error> {
+    Ok(())
+}
+
+fn main() {
+    let _ = work();
+}
