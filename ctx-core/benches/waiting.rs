@@ -19,7 +19,7 @@ fn done_in_a_loop(c: &mut Criterion) {
     c.bench_function("done/create_poll_pending_drop", |b| {
         b.iter(|| {
             let mut done = scope.done();
-            black_box(std::future::Future::poll(
+            let _ = black_box(std::future::Future::poll(
                 std::pin::Pin::new(&mut done),
                 &mut cx,
             ));
