@@ -93,6 +93,11 @@ impl Context {
         }
     }
 
+    /// Whether this handle is the only reference to its node (so no one can observe it).
+    pub(crate) fn is_sole_reference(&self) -> bool {
+        matches!(&self.repr, Repr::Node(node) if Arc::strong_count(node) == 1)
+    }
+
     pub(crate) fn is_node(&self) -> bool {
         matches!(self.repr, Repr::Node(_))
     }
@@ -146,7 +151,7 @@ impl Context {
     /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
     /// ```
     pub fn with_deadline(&self, deadline: Instant) -> CancelScope {
-        self.derive_cancel(Some(deadline), None)
+        self.derive_cancel(Some((deadline, Instant::now())), None)
     }
 
     /// [`with_deadline`](Context::with_deadline) at now + `timeout`. Go's `WithTimeout`.
@@ -166,7 +171,7 @@ impl Context {
     /// Like [`with_deadline`](Context::with_deadline), and when the deadline fires,
     /// [`cause`](Context::cause) reports `cause`. Go's `WithDeadlineCause`.
     pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<Cause>) -> CancelScope {
-        self.derive_cancel(Some(deadline), Some(cause.into()))
+        self.derive_cancel(Some((deadline, Instant::now())), Some(cause.into()))
     }
 
     /// Like [`with_timeout`](Context::with_timeout), and when the deadline fires,
@@ -184,10 +189,19 @@ impl Context {
         self.derive_cancel(Some(deadline_after(timeout)), Some(cause.into()))
     }
 
-    fn derive_cancel(&self, deadline: Option<Instant>, cause: Option<Cause>) -> CancelScope {
+    /// `deadline` comes with the time it was computed against, so deriving reads the clock
+    /// once.
+    fn derive_cancel(
+        &self,
+        deadline: Option<(Instant, Instant)>,
+        cause: Option<Cause>,
+    ) -> CancelScope {
         let parent_deadline = self.deadline();
+        let now = deadline.map(|(_, now)| now);
         // Go: a parent deadline before ours makes this a plain cancel child.
-        let own = deadline.filter(|d| parent_deadline.is_none_or(|p| p >= *d));
+        let own = deadline
+            .map(|(d, _)| d)
+            .filter(|d| parent_deadline.is_none_or(|p| p >= *d));
         let effective = own.or(parent_deadline);
         let cause = own.and(cause);
         let node = self.derive(
@@ -199,8 +213,8 @@ impl Context {
         if let Some(parent) = self.signal() {
             parent.attach(core);
         }
-        if let Some(at) = own {
-            if at <= Instant::now() {
+        if let (Some(at), Some(now)) = (own, now) {
+            if at <= now {
                 crate::tree::expire(&node);
             } else {
                 core.arm(&node, at);
@@ -377,11 +391,14 @@ impl Context {
     }
 }
 
-fn deadline_after(timeout: Duration) -> Instant {
+/// The deadline `timeout` from now, and now.
+fn deadline_after(timeout: Duration) -> (Instant, Instant) {
     let now = Instant::now();
     // An absurd timeout (`Duration::MAX`) means "no time limit worth a timer": a century.
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+    (deadline, now)
 }
 
 /// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.

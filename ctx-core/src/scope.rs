@@ -122,6 +122,12 @@ impl CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
+        // Nothing else references the context (no clone, child, value node, waiter or
+        // after-func; each holds a reference), so no one could observe its cancel: the node
+        // is about to be freed, and its `Drop` unlinks it and releases its timer.
+        if self.ctx.is_sole_reference() {
+            return;
+        }
         self.cancel_now(None);
     }
 }

@@ -122,6 +122,10 @@ pub(crate) struct Core {
     prev: AtomicPtr<Core>,
     next: AtomicPtr<Core>,
     linked: AtomicBool,
+    /// The core whose cancel ended this one (an ancestor, kept alive by our parent chain),
+    /// or null when that was this core itself. Written once, before `state` (invariant 1),
+    /// so whoever sees the state done reads it without a lock.
+    cause_from: AtomicPtr<Core>,
     inner: Mutex<Inner>,
 }
 
@@ -129,16 +133,12 @@ struct Inner {
     /// The cause given to the cancel that ended this core, when this core was the one
     /// cancelled; a descendant ended by it records only `cause_from` (one copy per cancel).
     cause: Option<Cause>,
-    /// The core whose cancel ended this one (an ancestor, kept alive by our parent chain),
-    /// or null when that was this core itself.
-    cause_from: *const Core,
     first_child: *const Core,
     waiters: Slab<Waker>,
     after_funcs: Slab<AfterFn>,
 }
 
-// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4;
-// `cause_from` points at an ancestor, which the node owning this `Inner` keeps alive.
+// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
 unsafe impl Send for Inner {}
 
 pub(crate) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
@@ -159,9 +159,9 @@ impl Core {
             prev: AtomicPtr::new(ptr::null_mut()),
             next: AtomicPtr::new(ptr::null_mut()),
             linked: AtomicBool::new(false),
+            cause_from: AtomicPtr::new(ptr::null_mut()),
             inner: Mutex::new(Inner {
                 cause: None,
-                cause_from: ptr::null(),
                 first_child: ptr::null(),
                 waiters: Slab::new(),
                 after_funcs: Slab::new(),
@@ -186,15 +186,8 @@ impl Core {
 
     pub(crate) fn cause(&self) -> Option<Cause> {
         let err = self.err()?;
-        let origin = {
-            let inner = lock(&self.inner);
-            if inner.cause_from.is_null() {
-                return Some(inner.cause.clone().unwrap_or(Cause::from(err)));
-            }
-            inner.cause_from
-        }; // released before locking the ancestor (invariant 6)
-        // SAFETY: `cause_from` is an ancestor (the canceller), alive while we are.
-        let origin = unsafe { &*origin };
+        // SAFETY: `cause_origin` is this core or an ancestor, alive while we are.
+        let origin = unsafe { &*self.cause_origin() };
         Some(
             lock(&origin.inner)
                 .cause
@@ -203,12 +196,18 @@ impl Core {
         )
     }
 
+    /// The core holding the cause of this (done) core's cancel: itself or an ancestor.
+    fn cause_origin(&self) -> *const Core {
+        let from = self.cause_from.load(Relaxed); // ordered by the caller's Acquire of `state`
+        if from.is_null() { self } else { from }
+    }
+
     /// Replaces the cause recorded by the cancel of this core (for `Group`, which takes its
     /// error back out of the cause when it returns it). Descendants see the new one too.
     #[allow(dead_code)] // used by the `tokio` feature
     pub(crate) fn replace_cause(&self, cause: Cause) -> Option<Cause> {
         let mut inner = lock(&self.inner);
-        if self.is_done() && inner.cause_from.is_null() {
+        if self.is_done() && self.cause_from.load(Relaxed).is_null() {
             inner.cause.replace(cause)
         } else {
             None
@@ -222,19 +221,24 @@ impl Core {
     /// Links a new child core under `self`, or, if `self` is done, makes the child done with
     /// the same error and cause (invariant 5). The child is not yet shared.
     pub(crate) fn attach(&self, child: &Core) {
+        if let Some(err) = self.err() {
+            return child.born_done(err, self.cause_origin());
+        }
         let mut inner = lock(&self.inner);
         match self.err() {
             None => push_child(self, &mut inner, child),
             Some(err) => {
-                let origin = if inner.cause_from.is_null() {
-                    self as *const Core
-                } else {
-                    inner.cause_from
-                };
                 drop(inner);
-                cancel_from(child, err, Origin::Inherited(origin));
+                child.born_done(err, self.cause_origin());
             }
         }
+    }
+
+    /// Marks a new, unshared core done as its parent is: no lock is needed, as nothing
+    /// else can see it yet, and it has no waiters, after-funcs, children or timer.
+    fn born_done(&self, err: Error, origin: *const Core) {
+        self.cause_from.store(origin as *mut Core, Relaxed);
+        self.state.store(state_of(err), Release);
     }
 
     /// Arms this core's own deadline timer, unless it is already done (checked under the
@@ -307,15 +311,9 @@ impl Core {
     fn finish(&self, inner: &mut Inner, err: Error, origin: &Origin) {
         match origin {
             Origin::Own(cause) => inner.cause = cause.clone(),
-            Origin::Inherited(from) => inner.cause_from = *from,
+            Origin::Inherited(from) => self.cause_from.store(*from as *mut Core, Relaxed),
         }
-        self.state.store(
-            match err {
-                Error::Cancelled => CANCELLED,
-                Error::DeadlineExceeded => DEADLINE,
-            },
-            Release,
-        );
+        self.state.store(state_of(err), Release);
         // Wake by reference: the wakers stay registered until their `Done` is dropped or the
         // node is, so no waker (whose drop may run user code) is dropped under this lock.
         for waker in inner.waiters.values() {
@@ -347,6 +345,13 @@ impl Core {
             }
             return;
         }
+    }
+}
+
+fn state_of(err: Error) -> u8 {
+    match err {
+        Error::Cancelled => CANCELLED,
+        Error::DeadlineExceeded => DEADLINE,
     }
 }
 

@@ -60,6 +60,9 @@ impl AsRef<Context> for Context {
 /// Dropping a `Done` before it resolves has no effect other than removing its waker.
 #[must_use = "futures do nothing unless polled"]
 pub struct Done {
+    /// The error, if the context was already done when `done()` was called: then the
+    /// `Done` holds no reference to it.
+    ready: Option<Error>,
     waiter: Waiter<Context>,
 }
 
@@ -67,7 +70,10 @@ impl Future for Done {
     type Output = Error;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        self.waiter.poll(cx)
+        match self.ready {
+            Some(err) => Poll::Ready(err),
+            None => self.waiter.poll(cx),
+        }
     }
 }
 
@@ -138,10 +144,20 @@ impl Context {
     /// assert_eq!(futures::executor::block_on(ctx.done()), Error::Cancelled);
     /// ```
     pub fn done(&self) -> Done {
-        Done {
-            waiter: Waiter {
-                ctx: self.clone(),
-                key: None,
+        match self.err() {
+            Some(err) => Done {
+                ready: Some(err),
+                waiter: Waiter {
+                    ctx: Context::background(),
+                    key: None,
+                },
+            },
+            None => Done {
+                ready: None,
+                waiter: Waiter {
+                    ctx: self.clone(),
+                    key: None,
+                },
             },
         }
     }
