@@ -98,10 +98,6 @@ impl Context {
         matches!(&self.repr, Repr::Node(node) if Arc::strong_count(node) == 1)
     }
 
-    pub(crate) fn is_node(&self) -> bool {
-        matches!(self.repr, Repr::Node(_))
-    }
-
     /// The core that decides when this context is done; `None` if it never will be.
     #[inline]
     pub(crate) fn signal(&self) -> Option<&Core> {

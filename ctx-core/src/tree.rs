@@ -492,8 +492,10 @@ fn drop_parent_iteratively(parent: Context) {
         static NEXT: Cell<Option<Context>> = const { Cell::new(None) };
         static OVERFLOW: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
     }
-    if cfg!(ctx_loom) || !parent.is_node() {
-        return; // loom runs its threads on one OS thread: keep thread-locals out of models
+    if cfg!(ctx_loom) || !parent.is_sole_reference() {
+        // Not the last reference (a plain decrement; should it become the last meanwhile,
+        // its drop starts a queue of its own), or loom, whose threads share one OS thread.
+        return;
     }
     let Ok(nested) = DRAINING.try_with(|draining| draining.replace(true)) else {
         return drop(parent); // thread teardown: fall back to plain recursion
