@@ -113,8 +113,6 @@ pub(crate) struct Core {
     pub(crate) deadline: Option<Instant>,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
     pub(crate) own_deadline: bool,
-    /// The cause reported when the own deadline fires (`with_deadline_cause`).
-    deadline_cause: Option<Cause>,
     /// Slot in the timer driver, or `timer::NO_SLOT`; guarded by the driver's lock.
     pub(crate) timer_slot: AtomicUsize,
     /// Links in the owner's child list (invariant 2).
@@ -153,7 +151,6 @@ impl Core {
             state: AtomicU8::new(LIVE),
             deadline,
             own_deadline,
-            deadline_cause,
             timer_slot: AtomicUsize::new(timer::NO_SLOT),
             owner: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
@@ -161,7 +158,9 @@ impl Core {
             linked: AtomicBool::new(false),
             cause_from: AtomicPtr::new(ptr::null_mut()),
             inner: Mutex::new(Inner {
-                cause: None,
+                // Until done, the cause to report if the own deadline fires (if any): the
+                // deadline's cancel keeps it, any other cancel replaces it.
+                cause: deadline_cause,
                 first_child: ptr::null(),
                 waiters: Slab::new(),
                 after_funcs: Slab::new(),
@@ -250,11 +249,6 @@ impl Core {
         }
     }
 
-    /// The cause reported when the own deadline fires.
-    pub(crate) fn deadline_cause(&self) -> Option<Cause> {
-        self.deadline_cause.clone()
-    }
-
     /// Registers `waker` for this core's end, or reports the error if it already came.
     /// `slot` is the caller's registration, created on first use and reused after.
     pub(crate) fn register_waker(&self, slot: &mut Option<usize>, waker: &Waker) -> Option<Error> {
@@ -311,6 +305,7 @@ impl Core {
     fn finish(&self, inner: &mut Inner, err: Error, origin: &Origin) {
         match origin {
             Origin::Own(cause) => inner.cause = cause.clone(),
+            Origin::Preset => {}
             Origin::Inherited(from) => self.cause_from.store(*from as *mut Core, Relaxed),
         }
         self.state.store(state_of(err), Release);
@@ -416,6 +411,8 @@ fn pop_child(inner: &mut Inner) -> Option<*const Core> {
 /// Where a cancel's cause is recorded: in the cancelled core, or in an ancestor's.
 enum Origin {
     Own(Option<Cause>),
+    /// Own, and already stored at creation (`with_deadline_cause`'s cause).
+    Preset,
     Inherited(*const Core),
 }
 
@@ -436,7 +433,7 @@ fn cancel_from(core: &Core, err: Error, origin: Origin) {
     core.finish(&mut inner, err, &origin);
     // Descendants point at the core that holds the cause: ours, or the one we inherit from.
     let inherited = Origin::Inherited(match origin {
-        Origin::Own(_) => core as *const Core,
+        Origin::Own(_) | Origin::Preset => core as *const Core,
         Origin::Inherited(from) => from,
     });
     while let Some(child) = pop_child(&mut inner) {
@@ -462,7 +459,7 @@ fn cancel_from(core: &Core, err: Error, origin: Origin) {
 /// Fires a core's own deadline (called by the timer driver).
 pub(crate) fn expire(node: &NodeRef) {
     if let Some(core) = node.signal() {
-        cancel(core, Error::DeadlineExceeded, core.deadline_cause());
+        cancel_from(core, Error::DeadlineExceeded, Origin::Preset);
     }
 }
 
