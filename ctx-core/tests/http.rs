@@ -358,6 +358,11 @@ async fn shutdown_cancels_requests_in_flight_and_waits_for_them() {
     }
 }
 
+/// One call of `svc` with an empty request.
+async fn call_once<S: Service<http::Request<()>>>(svc: &mut S) -> Result<S::Response, S::Error> {
+    svc.ready().await?.call(http::Request::new(())).await
+}
+
 #[tokio::test]
 async fn a_done_context_fails_the_call_without_sending() {
     let sent = Arc::new(AtomicUsize::new(0));
@@ -372,13 +377,7 @@ async fn a_done_context_fails_the_call_without_sending() {
     let mut svc = ServiceBuilder::new()
         .layer(PropagateDeadlineLayer::with_context(&ctx))
         .service(inner);
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::new(()))
-        .await
-        .unwrap_err();
+    let err = call_once(&mut svc).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Error>(), Some(&Error::Cancelled));
     assert_eq!(sent.load(Ordering::SeqCst), 0);
 }
@@ -395,13 +394,7 @@ async fn the_remaining_time_is_sent_as_grpc_timeout() {
     let mut svc = ServiceBuilder::new()
         .layer(PropagateDeadlineLayer::new())
         .service(inner);
-    let plain = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::new(()))
-        .await
-        .unwrap();
+    let plain = call_once(&mut svc).await.unwrap();
     assert_eq!(plain.into_body(), None, "no deadline, no header");
     let scope = Context::background().with_timeout(Duration::from_secs(2));
     let svc = svc.ready().await.unwrap();
@@ -436,13 +429,7 @@ async fn a_call_in_flight_is_dropped_when_the_context_ends() {
     let mut svc = ServiceBuilder::new()
         .layer(PropagateDeadlineLayer::with_context(&scope))
         .service(inner);
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::new(()))
-        .await
-        .unwrap_err();
+    let err = call_once(&mut svc).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
 }

@@ -330,6 +330,18 @@ unsafe fn libc_waitpid(pid: i32) -> i32 {
     unsafe { waitpid(pid, &mut status, 1) }
 }
 
+/// The parts of a `ProcessError::Stopped`; any other error fails the test.
+fn stopped(err: process::ProcessError) -> (Error, bool, std::process::Output) {
+    match err {
+        process::ProcessError::Stopped {
+            err,
+            killed,
+            output,
+        } => (err, killed, output),
+        other => panic!("expected a stopped command: {other}"),
+    }
+}
+
 #[tokio::test]
 async fn process_that_stops_on_sigterm() {
     let ctx = Context::background().with_timeout(Duration::from_millis(300));
@@ -338,14 +350,7 @@ async fn process_that_stops_on_sigterm() {
     let err = process::output(&ctx, &mut cmd, Duration::from_secs(5))
         .await
         .unwrap_err();
-    let process::ProcessError::Stopped {
-        err,
-        killed,
-        output,
-    } = err
-    else {
-        panic!("{err}")
-    };
+    let (err, killed, output) = stopped(err);
     assert_eq!(err, Error::DeadlineExceeded);
     assert!(!killed, "sleep dies on SIGTERM");
     let text = String::from_utf8(output.stdout).unwrap();
@@ -364,14 +369,7 @@ async fn process_that_ignores_sigterm_is_killed_after_the_grace_period() {
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
-    let process::ProcessError::Stopped {
-        err,
-        killed,
-        output,
-    } = err
-    else {
-        panic!("{err}")
-    };
+    let (err, killed, output) = stopped(err);
     assert_eq!(err, Error::DeadlineExceeded);
     assert!(killed, "SIGKILL was needed");
     assert!(

@@ -16,7 +16,7 @@
 use darling::FromDeriveInput;
 use darling::util::SpannedValue;
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 /// `#[context_key(crate = "...")]`.
@@ -43,24 +43,7 @@ fn expand(input: &syn::DeriveInput) -> darling::Result<TokenStream> {
     let attrs = errors.handle(KeyAttrs::from_derive_input(input));
     let ident = &input.ident;
 
-    let krate: syn::Path = match attrs.and_then(|attrs| attrs.krate) {
-        Some(path) if !crate::is_absolute(&path) => {
-            let written = path.to_token_stream().to_string().replace(' ', "");
-            let first = path.segments.first().map(|s| s.ident.to_string());
-            let first = first.unwrap_or_default();
-            errors.push(
-                darling::Error::custom(format!(
-                    "`crate = \"{written}\"` is a relative path, which resolves differently in \
-                     each module: write an absolute path, `crate = \"::{written}\"` if `{first}` \
-                     is a crate, or `crate = \"crate::{written}\"` if it is a module of this crate"
-                ))
-                .with_span(&path.span()),
-            );
-            syn::parse_quote!(::ctx_core)
-        }
-        Some(path) => (*path).clone(),
-        None => syn::parse_quote!(::ctx_core),
-    };
+    let krate = crate::crate_path(attrs.and_then(|attrs| attrs.krate), &mut errors);
 
     for lifetime in input.generics.lifetimes() {
         errors.push(

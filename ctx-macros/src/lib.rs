@@ -298,6 +298,37 @@ pub fn derive_context_key(input: TokenStream) -> TokenStream {
     context_key::derive(input.into()).into()
 }
 
+/// The path generated code names the runtime by: `crate = "..."` if given (it must be
+/// absolute, or an error naming both fixes is recorded), else `::ctx_core`.
+pub(crate) fn crate_path(
+    krate: Option<darling::util::SpannedValue<syn::Path>>,
+    errors: &mut darling::error::Accumulator,
+) -> syn::Path {
+    use quote::ToTokens;
+
+    match krate {
+        Some(path) if !is_absolute(&path) => {
+            let written = path.to_token_stream().to_string().replace(' ', "");
+            let first = path
+                .segments
+                .first()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            errors.push(
+                darling::Error::custom(format!(
+                    "`crate = \"{written}\"` is a relative path, which resolves differently in \
+                     each module: write an absolute path, `crate = \"::{written}\"` if `{first}` \
+                     is a crate, or `crate = \"crate::{written}\"` if it is a module of this crate"
+                ))
+                .with_span(&path.span()),
+            );
+            syn::parse_quote!(::ctx_core)
+        }
+        Some(path) => (*path).clone(),
+        None => syn::parse_quote!(::ctx_core),
+    }
+}
+
 /// `crate = "..."` must be absolute: `::name...` or `crate::...`.
 pub(crate) fn is_absolute(path: &syn::Path) -> bool {
     path.leading_colon.is_some()

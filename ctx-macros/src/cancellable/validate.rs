@@ -11,7 +11,6 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 
 use super::args::{Args, Checkpoints, Timeout};
-use crate::is_absolute;
 
 /// What `expand` generates: the function and every decision about it.
 #[derive(Debug)]
@@ -80,24 +79,7 @@ pub(crate) fn validate(args: Args, item: TokenStream) -> darling::Result<Plan> {
         krate,
     } = args;
 
-    let krate = match krate {
-        Some(path) if !is_absolute(&path) => {
-            let written = path.to_token_stream().to_string().replace(' ', "");
-            let first = path.segments.first().map(|s| s.ident.to_string());
-            let first = first.unwrap_or_default();
-            errors.push(
-                darling::Error::custom(format!(
-                    "`crate = \"{written}\"` is a relative path, which resolves differently in \
-                     each module: write an absolute path, `crate = \"::{written}\"` if `{first}` \
-                     is a crate, or `crate = \"crate::{written}\"` if it is a module of this crate"
-                ))
-                .with_span(&path.span()),
-            );
-            syn::parse_quote!(::ctx_core)
-        }
-        Some(path) => (*path).clone(),
-        None => syn::parse_quote!(::ctx_core),
-    };
+    let krate = crate::crate_path(krate, &mut errors);
 
     let child = match (timeout, deadline) {
         (Some(_), Some(deadline)) => {
