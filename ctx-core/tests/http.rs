@@ -433,3 +433,81 @@ async fn a_call_in_flight_is_dropped_when_the_context_ends() {
     assert_eq!(err.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
 }
+
+/// A handler error for the `#[cancellable]` handler below.
+#[derive(Debug)]
+struct HandlerError(Error);
+
+impl From<Error> for HandlerError {
+    fn from(err: Error) -> HandlerError {
+        HandlerError(err)
+    }
+}
+
+impl axum::response::IntoResponse for HandlerError {
+    fn into_response(self) -> axum::response::Response {
+        (http::StatusCode::GATEWAY_TIMEOUT, self.0.to_string()).into_response()
+    }
+}
+
+/// Derives from the request context with no parameter at all.
+#[ctx_core::cancellable]
+async fn derived_handler() -> Result<String, HandlerError> {
+    let ctx = Context::current();
+    let left = ctx
+        .deadline()
+        .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    if left.is_some_and(|left| left < Duration::from_millis(500)) {
+        tokio::time::sleep(Duration::from_secs(30)).await; // raced: the deadline ends it
+    }
+    Ok(format!(
+        "{} {}",
+        left.map_or(-1, |d| d.as_millis() as i64),
+        ctx
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellable_handler_derives_from_the_request_context() {
+    use http_body_util::BodyExt;
+    let root = Context::background().with_cancel();
+    let app = Router::new().route("/", get(derived_handler));
+    let (addr, _server) = serve(app, &root, Duration::from_secs(60)).await;
+    let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let ask = |timeout: &'static str| {
+        let request = http::Request::get(&addr)
+            .header(GRPC_TIMEOUT, timeout)
+            .body(Body::default())
+            .unwrap();
+        http.request(request)
+    };
+    let response = ask("5S").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let (ms, chain) = text.split_once(' ').unwrap();
+    let ms: i64 = ms.parse().unwrap();
+    assert!(
+        (4_000..=5_000).contains(&ms),
+        "the handler's child has the request deadline: {text}"
+    );
+    assert!(
+        chain.starts_with("context.Background.WithCancel.WithDeadline("),
+        "{chain}"
+    );
+    assert!(
+        chain.ends_with(".WithCancel"),
+        "a child derived by #[cancellable]: {chain}"
+    );
+
+    let started = std::time::Instant::now();
+    let response = ask("100m").await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(
+        started.elapsed() < PROMPTLY,
+        "the pending sleep was dropped at the deadline"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"context deadline exceeded");
+    root.cancel();
+}
