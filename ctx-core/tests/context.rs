@@ -802,3 +802,26 @@ fn waking_on_cancel_drops_no_waker_under_the_lock() {
     rx.recv_timeout(PROMPTLY).expect("no deadlock");
     assert!(ctx.is_cancelled() && child.is_cancelled());
 }
+
+#[test]
+fn deadlines_armed_on_many_threads_all_fire_on_time() {
+    // Each thread arms into its own timer shard; the driver must watch them all, and wake
+    // early for a deadline earlier than the one it sleeps towards.
+    let far = Context::background().with_timeout(Duration::from_secs(3600));
+    let started = Instant::now();
+    let waiters: Vec<_> = (0..16u64)
+        .map(|i| {
+            thread::spawn(move || {
+                let scope = Context::background().with_timeout(Duration::from_millis(10 + i * 3));
+                (scope.wait(), scope.deadline().unwrap())
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        let (err, deadline) = waiter.join().unwrap();
+        assert_eq!(err, Error::DeadlineExceeded);
+        assert!(Instant::now() >= deadline, "never early");
+    }
+    assert!(started.elapsed() < PROMPTLY);
+    assert_eq!(far.err(), None);
+}
