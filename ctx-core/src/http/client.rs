@@ -35,10 +35,10 @@ impl PropagateDeadlineLayer {
         PropagateDeadlineLayer { ctx: None }
     }
 
-    /// Uses `ctx` for every call.
-    pub fn with_context(ctx: &Context) -> PropagateDeadlineLayer {
+    /// Uses `ctx` (a `&Context`, a `Context` or a `&CancelScope`) for every call.
+    pub fn with_context(ctx: impl AsRef<Context>) -> PropagateDeadlineLayer {
         PropagateDeadlineLayer {
-            ctx: Some(ctx.clone()),
+            ctx: Some(ctx.as_ref().clone()),
         }
     }
 }

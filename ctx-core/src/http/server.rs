@@ -63,11 +63,12 @@ struct Config {
 }
 
 impl ContextLayer {
-    /// Request contexts will be children of `root`.
-    pub fn new(root: &Context) -> ContextLayer {
+    /// Request contexts will be children of `root` (a `&Context`, a `Context` or a
+    /// `&CancelScope`).
+    pub fn new(root: impl AsRef<Context>) -> ContextLayer {
         ContextLayer {
             config: Arc::new(Config {
-                root: root.clone(),
+                root: root.as_ref().clone(),
                 default_timeout: None,
                 max_timeout: None,
             }),

@@ -95,9 +95,10 @@ impl<E: std::error::Error + Send + Sync + 'static> Shared<E> {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
-    /// A group whose context is a child of `parent`.
-    pub fn new(parent: &Context) -> Group<E> {
-        let (ctx, cancel) = parent.with_cancel().into_parts();
+    /// A group whose context is a child of `parent` (a `&Context`, a `Context` or a
+    /// `&CancelScope`).
+    pub fn new(parent: impl AsRef<Context>) -> Group<E> {
+        let (ctx, cancel) = parent.as_ref().with_cancel().into_parts();
         Group {
             shared: Arc::new(Shared {
                 ctx: ctx.clone(),

@@ -50,7 +50,7 @@ impl std::error::Error for SignalReceived {}
 /// println!("stopping: {err} ({})", shutdown.cause().unwrap());
 /// # Ok(()) }
 /// ```
-pub fn notify(parent: &Context, signals: &[SignalKind]) -> std::io::Result<CancelScope> {
+pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::Result<CancelScope> {
     let defaults = [SignalKind::interrupt(), SignalKind::terminate()];
     let signals = if signals.is_empty() {
         &defaults[..]
@@ -61,7 +61,7 @@ pub fn notify(parent: &Context, signals: &[SignalKind]) -> std::io::Result<Cance
     for &kind in signals {
         streams.push((kind, signal(kind)?));
     }
-    let scope = parent.with_cancel();
+    let scope = parent.as_ref().with_cancel();
     let ctx = scope.context().clone();
     tokio::spawn(async move {
         let arrived = std::future::poll_fn(|cx| {
