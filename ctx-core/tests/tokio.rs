@@ -25,7 +25,7 @@ const PROMPTLY: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_error_cancels_siblings_with_that_cause() {
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     let seen = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..3 {
         let seen = seen.clone();
@@ -65,7 +65,7 @@ async fn first_error_cancels_siblings_with_that_cause() {
 
 #[tokio::test]
 async fn wait_returns_only_after_the_slowest_task() {
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     let finished = Arc::new(AtomicUsize::new(0));
     for ms in [1u64, 30, 60] {
         let finished = finished.clone();
@@ -87,7 +87,7 @@ async fn wait_returns_only_after_the_slowest_task() {
 
 #[tokio::test]
 async fn tasks_start_without_waiting_for_wait() {
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     let (tx, rx) = tokio::sync::oneshot::channel();
     group.spawn(async move {
         let _ = tx.send(());
@@ -109,7 +109,7 @@ async fn dropping_a_group_cancels_and_aborts_every_task() {
             self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     let ctx = group.context().clone();
     for _ in 0..5 {
         let running = running.clone();
@@ -139,7 +139,7 @@ async fn dropping_a_group_cancels_and_aborts_every_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_is_never_exceeded() {
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     group.set_limit(3);
     let now = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
@@ -180,7 +180,7 @@ async fn the_limit_is_never_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_task_cancels_the_group_and_wait_resumes_it() {
-    let group = Group::<Boom>::new(&Context::background());
+    let group = Group::<Boom>::new(Context::background());
     let sibling_saw = Arc::new(Mutex::new(None));
     let saw = sibling_saw.clone();
     group.spawn(async move {
@@ -294,7 +294,7 @@ async fn signal_cancels_with_a_cause_naming_it() {
 #[tokio::test]
 async fn signal_scope_dropped_stops_listening() {
     use tokio::signal::unix::SignalKind;
-    let scope = signal::notify(&Context::background(), &[SignalKind::user_defined2()]).unwrap();
+    let scope = signal::notify(Context::background(), &[SignalKind::user_defined2()]).unwrap();
     let ctx = scope.context().clone();
     drop(scope);
     assert_eq!(ctx.err(), Some(Error::Cancelled));

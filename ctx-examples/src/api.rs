@@ -136,7 +136,7 @@ async fn slow(State(app): State<Arc<App>>) -> Result<String, ApiError> {
 /// Queries three backends at once under a `Group`: the first failure cancels the others.
 #[cancellable]
 async fn fanout(State(app): State<Arc<App>>) -> Result<String, ApiError> {
-    let group = Group::<BackendFailed>::new(&Context::current());
+    let group = Group::<BackendFailed>::new(Context::current());
     for name in ["users", "orders", "prices"] {
         let app = app.clone();
         let planned = Duration::from_millis(50 + app.random(250));

@@ -108,7 +108,7 @@ async fn run(options: Options) -> Result<(), String> {
     let (root, shutdown) = match options.serve {
         Some(_) => {
             let scope =
-                ctx_core::signal::notify(&Context::background(), &[]).map_err(|e| e.to_string())?;
+                ctx_core::signal::notify(Context::background(), &[]).map_err(|e| e.to_string())?;
             scope.into_parts()
         }
         None => Context::background().with_cancel().into_parts(),
