@@ -717,39 +717,34 @@ fn stopping_an_after_func_that_owns_a_canceller_does_not_deadlock() {
     );
 }
 
+/// A waker that owns a child's `CancelHandle`: dropping its last clone cancels the child,
+/// which locks the parent core to unlink itself.
+struct CancelOnDrop(std::sync::Mutex<Option<ctx_core::CancelHandle>>);
+
+impl std::task::Wake for CancelOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.lock().unwrap().take() {
+            handle.cancel();
+        }
+    }
+}
+
+/// A parent, its child, and a waker whose drop cancels the child.
+fn waker_owning_child() -> (ctx_core::CancelScope, Context, std::task::Waker) {
+    let parent = Context::background().with_cancel();
+    let (child, handle) = parent.with_cancel().into_parts();
+    let waker = std::task::Waker::from(Arc::new(CancelOnDrop(std::sync::Mutex::new(Some(handle)))));
+    (parent, child, waker)
+}
+
 #[test]
 fn a_waker_whose_drop_cancels_the_same_context_does_not_deadlock() {
     use std::future::Future;
-    use std::task::{RawWaker, RawWakerVTable, Waker};
-    // A waker owning a CancelHandle of a child: dropping it cancels (and unlinks) the child,
-    // which locks the parent core that the `Done` is registered on.
-    struct Owner(std::sync::Mutex<Option<ctx_core::CancelHandle>>);
-    fn vtable() -> &'static RawWakerVTable {
-        &RawWakerVTable::new(
-            |p| {
-                // SAFETY: `p` came from `Arc::into_raw` below.
-                unsafe { Arc::increment_strong_count(p as *const Owner) };
-                RawWaker::new(p, vtable())
-            },
-            |_| {},
-            |_| {},
-            // SAFETY: each RawWaker owns one strong count.
-            |p| drop(unsafe { Arc::from_raw(p as *const Owner) }),
-        )
-    }
-    impl Drop for Owner {
-        fn drop(&mut self) {
-            if let Some(h) = self.0.lock().unwrap().take() {
-                h.cancel();
-            }
-        }
-    }
-    let parent = Context::background().with_cancel();
-    let (child, handle) = parent.with_cancel().into_parts();
-    let owner = Arc::new(Owner(std::sync::Mutex::new(Some(handle))));
-    // SAFETY: the vtable upholds the RawWaker contract for an `Arc<Owner>`.
-    let waker =
-        unsafe { Waker::from_raw(RawWaker::new(Arc::into_raw(owner) as *const (), vtable())) };
+    let (parent, child, waker) = waker_owning_child();
     let (tx, rx) = mpsc::channel();
     let ctx = parent.context().clone();
     thread::spawn(move || {
@@ -762,29 +757,15 @@ fn a_waker_whose_drop_cancels_the_same_context_does_not_deadlock() {
     });
     rx.recv_timeout(PROMPTLY).expect("no deadlock");
     assert!(child.is_cancelled());
+    drop(parent);
 }
 
 #[test]
 fn waking_on_cancel_drops_no_waker_under_the_lock() {
     use std::future::Future;
-    use std::task::{Wake, Waker};
-    // The registered waker is the last owner of a child's CancelHandle. Cancelling the
-    // parent wakes it; if that dropped it under the parent's lock, the child's cancel (which
-    // unlinks from the parent) would deadlock.
-    struct Owner(std::sync::Mutex<Option<ctx_core::CancelHandle>>);
-    impl Wake for Owner {
-        fn wake(self: Arc<Self>) {}
-    }
-    impl Drop for Owner {
-        fn drop(&mut self) {
-            if let Some(h) = self.0.lock().unwrap().take() {
-                h.cancel();
-            }
-        }
-    }
-    let parent = Context::background().with_cancel();
-    let (child, handle) = parent.with_cancel().into_parts();
-    let waker = Waker::from(Arc::new(Owner(std::sync::Mutex::new(Some(handle)))));
+    // Cancelling the parent wakes the registered waker; had that dropped it under the
+    // parent's lock, the child's cancel (which unlinks from the parent) would deadlock.
+    let (parent, child, waker) = waker_owning_child();
     let mut done = parent.done();
     assert!(
         std::pin::Pin::new(&mut done)
