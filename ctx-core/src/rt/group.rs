@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::{CancelHandle, Cause, Context, Error};
@@ -131,22 +131,12 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
-        let ctx = self.ctx.clone();
-        let shared = self.shared.clone();
-        let slot = lock(&self.limit).clone();
-        lock(&self.tasks).spawn(async move {
-            let Some(_permit) = acquire(&ctx, slot).await else {
-                return;
-            };
-            match (CatchUnwind {
+        self.launch(move |ctx, permit| async move {
+            let _permit = permit;
+            CatchUnwind {
                 future: ctx.scope(task),
-            })
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => shared.fail(err),
-                Err(payload) => shared.panicked(payload),
             }
+            .await
         });
     }
 
@@ -157,6 +147,26 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     where
         F: FnOnce(&Context) -> Result<(), E> + Send + 'static,
     {
+        self.launch(move |ctx, permit| async move {
+            let run = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                ctx.enter(|| task(&ctx))
+            });
+            match run.await {
+                Ok(result) => Ok(result),
+                Err(join) if join.is_panic() => Err(join.into_panic()),
+                Err(_) => Ok(Ok(())), // the runtime is shutting down
+            }
+        });
+    }
+
+    /// Spawns a task that waits for a slot under the limit (giving up if the group ends
+    /// first), runs `body` with the group's context, and settles its outcome.
+    fn launch<B, Fut>(&self, body: B)
+    where
+        B: FnOnce(Context, Option<OwnedSemaphorePermit>) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome<E>> + Send + 'static,
+    {
         let ctx = self.ctx.clone();
         let shared = self.shared.clone();
         let slot = lock(&self.limit).clone();
@@ -164,15 +174,10 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
             let Some(permit) = acquire(&ctx, slot).await else {
                 return;
             };
-            let run = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                ctx.enter(|| task(&ctx))
-            });
-            match run.await {
+            match body(ctx, permit).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => shared.fail(err),
-                Err(join) if join.is_panic() => shared.panicked(join.into_panic()),
-                Err(_) => {} // the runtime is shutting down
+                Err(payload) => shared.panicked(payload),
             }
         });
     }
@@ -252,11 +257,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How a task ended: its own result, or the payload of its panic.
+type Outcome<E> = Result<Result<(), E>, Box<dyn Any + Send>>;
+
 /// Waits for a slot under the limit, if there is one; `None` if the group ended first.
 async fn acquire(
     ctx: &Context,
     slot: Option<Arc<Semaphore>>,
-) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+) -> Option<Option<OwnedSemaphorePermit>> {
     match slot {
         None => Some(None),
         Some(semaphore) => match ctx.run(semaphore.acquire_owned()).await {
