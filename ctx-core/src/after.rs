@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::context::Context;
 use crate::loom::{AtomicBool, Mutex, lock};
-use crate::tree::{AfterFn, spawn_after_func};
+use crate::tree::{AfterFn, dispatch_after_func};
 
 /// A function registered with [`Context::after_func`]; [`stop`](AfterFunc::stop) it to
 /// keep it from running. Dropping an `AfterFunc` does not stop it.
@@ -24,7 +24,7 @@ enum State {
 }
 
 pub(crate) fn register(ctx: &Context, f: AfterFn) -> AfterFunc {
-    let state = match ctx.signal() {
+    let state = match ctx.core() {
         None => State::Never(Mutex::new(Some(f))),
         Some(core) => match core.register_after(f) {
             Ok(key) => State::Registered {
@@ -32,7 +32,7 @@ pub(crate) fn register(ctx: &Context, f: AfterFn) -> AfterFunc {
                 key,
             },
             Err(f) => {
-                spawn_after_func(f);
+                dispatch_after_func(f);
                 State::Started
             }
         },
@@ -63,7 +63,7 @@ impl AfterFunc {
         }
         match &self.state {
             State::Registered { ctx, key } => {
-                ctx.signal().is_some_and(|core| core.deregister_after(*key))
+                ctx.core().is_some_and(|core| core.deregister_after(*key))
             }
             State::Never(f) => lock(f).take().is_some(),
             State::Started => false,

@@ -1,13 +1,12 @@
 //! The public handle: [`Context`], a cheap, cloneable reference to a node of the tree.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Cause, Error};
 use crate::key::{ContextKey, summary_bit};
 use crate::scope::CancelScope;
-use crate::tree::{Core, Kind, Node, NodeRef};
+use crate::tree::{Core, Kind, Link};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -53,15 +52,7 @@ use crate::tree::{Core, Kind, Node, NodeRef};
 /// ```
 #[derive(Clone, Default)]
 pub struct Context {
-    repr: Repr,
-}
-
-#[derive(Clone, Default)]
-enum Repr {
-    #[default]
-    Background,
-    Todo,
-    Node(NodeRef),
+    link: Link,
 }
 
 impl Context {
@@ -76,48 +67,30 @@ impl Context {
     /// ```
     pub const fn background() -> Context {
         Context {
-            repr: Repr::Background,
+            link: Link::Background,
         }
     }
 
     /// Like [`background`](Context::background), but says "the right context is not
     /// plumbed here yet"; searchable, and shown as `context.TODO`. Go's `context.TODO()`.
     pub const fn todo() -> Context {
-        Context { repr: Repr::Todo }
-    }
-
-    pub(crate) fn node(&self) -> Option<&NodeRef> {
-        match &self.repr {
-            Repr::Node(node) => Some(node),
-            _ => None,
-        }
+        Context { link: Link::Todo }
     }
 
     /// Whether this handle is the only reference to its node (so no one can observe it).
     pub(crate) fn is_sole_reference(&self) -> bool {
-        matches!(&self.repr, Repr::Node(node) if Arc::strong_count(node) == 1)
+        self.link.is_sole_reference()
     }
 
     /// The core that decides when this context is done; `None` if it never will be.
     #[inline]
-    pub(crate) fn signal(&self) -> Option<&Core> {
-        match &self.repr {
-            Repr::Node(node) => node.signal(),
-            _ => None,
-        }
+    pub(crate) fn core(&self) -> Option<&Core> {
+        self.link.core()
     }
 
-    fn keys(&self) -> u64 {
-        self.node().map_or(0, |node| node.keys)
-    }
-
-    fn derive<V: Send + Sync + 'static>(&self, keys: u64, kind: Kind, value: V) -> NodeRef {
-        Arc::new(Node {
-            parent: self.clone(),
-            keys,
-            kind,
-            value,
-        })
+    /// Cancels this context and its subtree with `err`; returns once all of it is done.
+    pub(crate) fn cancel(&self, err: Error, cause: Option<Cause>) {
+        self.link.cancel(err, cause);
     }
 
     /// A child that ends when [`CancelScope`] is cancelled or dropped, or when `self` ends.
@@ -192,32 +165,11 @@ impl Context {
         deadline: Option<(Instant, Instant)>,
         cause: Option<Cause>,
     ) -> CancelScope {
+        // Go: a parent deadline no later than ours makes this a plain cancel child.
         let parent_deadline = self.deadline();
-        let now = deadline.map(|(_, now)| now);
-        // Go: a parent deadline before ours makes this a plain cancel child.
-        let own = deadline
-            .map(|(d, _)| d)
-            .filter(|d| parent_deadline.is_none_or(|p| p >= *d));
-        let effective = own.or(parent_deadline);
-        let cause = own.and(cause);
-        let node = self.derive(
-            self.keys(),
-            Kind::Cancel(Core::new(effective, own.is_some(), cause)),
-            (),
-        );
-        let core = node.signal().expect("a cancel node has a core");
-        if let Some(parent) = self.signal() {
-            parent.attach(core);
-        }
-        if let (Some(at), Some(now)) = (own, now) {
-            if at <= now {
-                crate::tree::expire(&node);
-            } else {
-                core.arm(&node, at);
-            }
-        }
+        let own = deadline.filter(|(at, _)| parent_deadline.is_none_or(|p| p >= *at));
         CancelScope::new(Context {
-            repr: Repr::Node(node),
+            link: self.link.derive_cancel(own, cause),
         })
     }
 
@@ -236,13 +188,13 @@ impl Context {
     /// assert_eq!(inner.value::<User>().unwrap().0, "bob"); // innermost first
     /// ```
     pub fn with_value<K: ContextKey>(&self, value: K) -> Context {
-        let kind = Kind::Value {
-            key: std::any::TypeId::of::<K>(),
-            name: K::NAME,
-            signal: self.node().and_then(|node| node.signal_ptr()),
-        };
         Context {
-            repr: Repr::Node(self.derive(self.keys() | summary_bit::<K>(), kind, value)),
+            link: self.link.derive_value(
+                std::any::TypeId::of::<K>(),
+                K::NAME,
+                summary_bit::<K>(),
+                value,
+            ),
         }
     }
 
@@ -260,26 +212,26 @@ impl Context {
     /// ```
     pub fn without_cancel(&self) -> Context {
         Context {
-            repr: Repr::Node(self.derive(self.keys(), Kind::WithoutCancel, ())),
+            link: self.link.derive_without_cancel(),
         }
     }
 
     /// The deadline after which this context ends, if it has one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.signal().and_then(|core| core.deadline)
+        self.link.deadline()
     }
 
     /// Whether this context is done. The checkpoint hot path: one atomic load, no lock, no
     /// clock read (deadlines are fired by the driver, not checked here).
     #[inline]
     pub fn is_cancelled(&self) -> bool {
-        self.signal().is_some_and(Core::is_done)
+        self.core().is_some_and(Core::is_done)
     }
 
     /// Why this context is done, or `None` while it is not. Go's `Err()`.
     #[inline]
     pub fn err(&self) -> Option<Error> {
-        self.signal().and_then(Core::err)
+        self.core().and_then(Core::err)
     }
 
     /// The cause given when this context (or the ancestor that ended it) was cancelled;
@@ -295,7 +247,7 @@ impl Context {
     /// assert_eq!(child.cause().unwrap().to_string(), "shutting down");
     /// ```
     pub fn cause(&self) -> Option<Cause> {
-        self.signal().and_then(Core::cause)
+        self.core().and_then(Core::cause)
     }
 
     /// `Err(error)` once this context is done, else `Ok(())`: put `ctx.checkpoint()?` in a
@@ -313,23 +265,23 @@ impl Context {
     /// A miss usually costs one bit test, not a walk: each node summarizes the key types
     /// above it.
     pub fn value<K: ContextKey>(&self) -> Option<&K> {
-        if self.keys() & summary_bit::<K>() == 0 {
+        if self.link.keys() & summary_bit::<K>() == 0 {
             return None;
         }
         let wanted = std::any::TypeId::of::<K>();
-        let mut ctx = self;
-        while let Repr::Node(node) = &ctx.repr {
+        let mut link = &self.link;
+        while let Link::Node(node) = link {
             if let Kind::Value { key, .. } = &node.kind
                 && *key == wanted
             {
                 return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
             }
-            ctx = &node.parent;
+            link = &node.parent;
         }
         None
     }
 
-    /// Runs `f` on a thread of its own once this context is done (at once if it already
+    /// Runs `f` on a pool thread once this context is done (at once if it already
     /// is), unless [`AfterFunc::stop`](crate::AfterFunc::stop) is called first. Go's
     /// `context.AfterFunc`.
     ///
@@ -401,18 +353,18 @@ fn deadline_after(timeout: Duration) -> (Instant, Instant) {
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chain = Vec::new();
-        let mut ctx = self;
-        while let Repr::Node(node) = &ctx.repr {
+        let mut link = &self.link;
+        while let Link::Node(node) = link {
             chain.push(node);
-            ctx = &node.parent;
+            link = &node.parent;
         }
-        f.write_str(match ctx.repr {
-            Repr::Todo => "context.TODO",
+        f.write_str(match link {
+            Link::Todo => "context.TODO",
             _ => "context.Background",
         })?;
         for node in chain.iter().rev() {
             match &node.kind {
-                Kind::Cancel(core) => match core.deadline.filter(|_| core.own_deadline) {
+                Kind::Cancel(core) => match core.own_deadline() {
                     Some(at) => {
                         let remaining = crate::fmt::go_duration(signed_nanos_until(at));
                         write!(

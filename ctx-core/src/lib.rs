@@ -55,8 +55,6 @@ mod fmt;
 mod key;
 mod loom;
 mod scope;
-mod slab;
-mod timer;
 mod tree;
 mod wait;
 
@@ -84,3 +82,10 @@ pub mod __private;
 
 #[cfg(test)]
 mod tests;
+
+/// Stops the deadline driver thread, so a loom model can end with every thread finished.
+#[cfg(ctx_loom)]
+#[doc(hidden)]
+pub fn __stop_deadline_driver() {
+    tree::timer::stop_driver();
+}

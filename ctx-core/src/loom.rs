@@ -6,24 +6,31 @@
 
 #[cfg(ctx_loom)]
 pub(crate) use loom::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+    Condvar, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize},
 };
 #[cfg(ctx_loom)]
-pub(crate) use loom::thread;
+pub(crate) use loom::{thread, thread_local};
 
 #[cfg(not(ctx_loom))]
 pub(crate) use std::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+    Condvar, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize},
 };
 #[cfg(not(ctx_loom))]
-pub(crate) use std::thread;
+pub(crate) use std::{thread, thread_local};
 
 /// Locks `mutex`, ignoring poison: every critical section in this crate leaves the data
 /// consistent before it runs anything that could panic (a user's waker).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The data of a mutex one owns outright (no lock needed), ignoring poison likewise.
+pub(crate) fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
+    mutex
+        .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -119,7 +119,7 @@ pub struct Child<'a, R> {
 /// Resolves the child (for an async body; [`enter`] does it for a sync one).
 #[inline]
 pub fn child_of<R>(scope: &CancelScope, returns: fn(Error) -> R) -> Child<'_, R> {
-    let Some(core) = scope.context().signal() else {
+    let Some(core) = scope.context().core() else {
         unreachable!("a CancelScope's context has a core");
     };
     Child {

@@ -114,9 +114,7 @@ impl CancelHandle {
     }
 
     fn cancel_now(&self, cause: Option<Cause>) {
-        if let Some(core) = self.ctx.signal() {
-            crate::tree::cancel(core, Error::Cancelled, cause);
-        }
+        self.ctx.cancel(Error::Cancelled, cause);
     }
 }
 

@@ -23,7 +23,7 @@ struct Waiter<C: AsRef<Context>> {
 
 impl<C: AsRef<Context>> Waiter<C> {
     fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        let Some(core) = self.ctx.as_ref().signal() else {
+        let Some(core) = self.ctx.as_ref().core() else {
             return Poll::Pending; // never ends: nothing to register
         };
         if let Some(err) = core.err() {
@@ -38,7 +38,7 @@ impl<C: AsRef<Context>> Waiter<C> {
 
 impl<C: AsRef<Context>> Drop for Waiter<C> {
     fn drop(&mut self) {
-        if let (Some(key), Some(core)) = (self.key, self.ctx.as_ref().signal()) {
+        if let (Some(key), Some(core)) = (self.key, self.ctx.as_ref().core()) {
             core.deregister_waker(key);
         }
     }

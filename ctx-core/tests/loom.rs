@@ -4,6 +4,7 @@
 #![cfg(ctx_loom)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ctx_core::{Context, Error};
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -96,5 +97,98 @@ fn wait_is_woken_by_cancel() {
         let waiter = thread::spawn(move || child.wait());
         cancel.cancel_with("done");
         assert_eq!(waiter.join().unwrap(), Error::Cancelled);
+    });
+}
+
+/// A cancel that finds its context already ended by an ancestor's walk still returns only
+/// once its whole subtree is done: the root's walk adopts `leaf` and ends it after `mid`.
+#[test]
+fn cancel_of_a_scope_an_ancestor_is_ending_waits_for_the_subtree() {
+    loom::model(|| {
+        let (root, cancel_root) = Context::background().with_cancel().into_parts();
+        let mid = root.with_cancel();
+        let leaf = mid.with_cancel();
+        let leaf_ctx = leaf.context().clone();
+        let other = thread::spawn(move || cancel_root.cancel());
+        mid.cancel();
+        assert!(
+            leaf_ctx.is_cancelled(),
+            "mid's cancel returned before its subtree was done"
+        );
+        other.join().unwrap();
+        drop(leaf);
+    });
+}
+
+/// Births below a subtree that a walk is adopting: whatever the interleaving, a context
+/// derived below the cancelled root is done once the cancel and the derivation returned.
+#[test]
+fn births_race_a_cancel_walk_with_adoption() {
+    struct Tag;
+    impl ctx_core::ContextKey for Tag {
+        const NAME: &'static str = "Tag";
+    }
+    loom::model(|| {
+        let (root, cancel_root) = Context::background().with_cancel().into_parts();
+        let (mid, _mid) = root.with_cancel().into_parts();
+        let (leaf, _leaf) = mid.with_cancel().into_parts();
+        let deriver = thread::spawn(move || {
+            let (born, handle) = leaf.with_value(Tag).with_cancel().into_parts();
+            (born, handle)
+        });
+        cancel_root.cancel();
+        let (born, _handle) = deriver.join().unwrap();
+        assert_eq!(born.err(), Some(Error::Cancelled));
+        assert!(born.value::<Tag>().is_some());
+    });
+}
+
+/// The deadline driver fires a deadline armed while it rescans after a fire, or while it
+/// is about to sleep: the arm either wakes it or is seen by its rescan.
+#[test]
+fn an_arm_racing_the_drivers_sleep_is_fired() {
+    loom::model(|| {
+        // Each armed the instant the previous one fired, while the driver rescans or goes to
+        // sleep; the third finds a driver that has slept and woken once.
+        for _ in 0..3 {
+            let scope = Context::background().with_timeout(Duration::from_nanos(1));
+            assert_eq!(scope.wait(), Error::DeadlineExceeded);
+        }
+        ctx_core::__stop_deadline_driver();
+    });
+}
+
+/// Two threads arm at once, one of them starting the driver: both deadlines fire.
+#[test]
+fn arms_race_the_driver_start() {
+    loom::model(|| {
+        let other = thread::spawn(|| {
+            let scope = Context::background().with_timeout(Duration::from_nanos(1));
+            scope.wait()
+        });
+        let scope = Context::background().with_timeout(Duration::from_nanos(1));
+        assert_eq!(scope.wait(), Error::DeadlineExceeded);
+        assert_eq!(other.join().unwrap(), Error::DeadlineExceeded);
+        ctx_core::__stop_deadline_driver();
+    });
+}
+
+/// A cancel (disarm) races the driver firing the same deadline: one of them ends it, the
+/// entry leaves the heap exactly once, and a later deadline still fires.
+#[test]
+fn disarm_races_fire() {
+    loom::model(|| {
+        let scope = Context::background().with_timeout(Duration::from_nanos(1));
+        let ctx = scope.context().clone();
+        let canceller = thread::spawn(move || scope.cancel());
+        let err = ctx.wait();
+        assert!(
+            matches!(err, Error::Cancelled | Error::DeadlineExceeded),
+            "{err:?}"
+        );
+        canceller.join().unwrap();
+        let later = Context::background().with_timeout(Duration::from_nanos(1));
+        assert_eq!(later.wait(), Error::DeadlineExceeded);
+        ctx_core::__stop_deadline_driver();
     });
 }

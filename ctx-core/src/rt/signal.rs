@@ -73,11 +73,8 @@ pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::R
             std::task::Poll::Pending
         });
         // Stop listening as soon as the context ends for any other reason.
-        if let Ok(kind) = ctx.run(arrived).await
-            && let Some(core) = ctx.signal()
-        {
-            crate::tree::cancel(
-                core,
+        if let Ok(kind) = ctx.run(arrived).await {
+            ctx.cancel(
                 Error::Cancelled,
                 Some(Cause::from_error(SignalReceived(kind))),
             );

@@ -1,7 +1,7 @@
 //! The deadline driver: one lazily started thread that cancels contexts whose deadline
 //! passed, so deadlines work with no async runtime at all.
 //!
-//! Pending deadlines sit in binary min-heaps indexed through slabs of slots: arming is
+//! Pending deadlines sit in binary min-heaps indexed through a slab of slots: arming is
 //! O(log n) and disarming (a deadline context cancelled or dropped early) removes its entry
 //! at once, in O(log n), so a long-lived process with many short-lived requests never
 //! accumulates dead timers. A heap stores only `(Instant, slot)`; the slot holds a weak
@@ -9,25 +9,22 @@
 //!
 //! There is one heap per shard, and each thread arms into its own shard (as Go keeps a
 //! timer heap per P), so threads deriving deadlines in parallel do not contend on one lock.
-//! The driver scans the shards for the earliest deadline.
+//! The driver scans the shards for the earliest deadline. Invariants 4, 7 and 8 of the tree
+//! (`tree/mod.rs`) are this file's: shard locks keep cores valid, slots are written under
+//! them, and arms and the driver's sleep cannot miss each other.
 //!
-//! # Invariants
-//!
-//! 1. `Core::timer_slot` is written only under its shard's lock; it is `NO_SLOT` exactly when
-//!    the core has no entry in a heap, else it names the shard and the slot.
-//! 2. A node disarms its timer in `Drop` under its shard's lock, so while the driver holds a
-//!    shard's lock every core named by that shard's slots is valid memory.
-//! 3. The driver never holds a shard's lock while it cancels (lock order: cores, then
-//!    shards, then the driver's own lock).
-//! 4. An arm that may need the driver to wake earlier bumps `epoch` after inserting; the
-//!    driver rescans when `epoch` moved during its scan, so no earlier deadline is missed.
+//! The driver never stops: a waker that panics while a deadline fires is caught by the walk,
+//! and a value whose `Drop` panics when the driver frees the last reference is caught here;
+//! the panic hook has reported both, and the next deadline fires on time.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Weak;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Condvar, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
-use crate::tree::{Core, Node, NodeRef};
+use super::slab::Slab;
+use super::{Core, Node, NodeRef, walk};
+use crate::loom::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
 pub(crate) const NO_SLOT: usize = usize::MAX;
@@ -39,21 +36,26 @@ const SHARDS: usize = 8;
 
 struct Driver {
     shards: [Mutex<Timers>; SHARDS],
-    /// Bumped by arms that put an entry first in their shard (invariant 4).
+    /// Bumped by arms that put an entry first in their shard (invariant 8).
     epoch: AtomicU64,
-    /// When the driver will next wake, in nanoseconds after `base`.
+    /// When the driver will next wake, in nanoseconds after `base`; 0 while it is awake.
     next_wake: AtomicU64,
     base: Instant,
-    sleep: Mutex<bool>, // whether the driver thread was started
+    /// Whether the driver thread was started.
+    sleep: Mutex<bool>,
     wake: Condvar,
+    /// Set by `stop_driver` so a loom model can end.
+    stop: AtomicBool,
+    /// The driver thread, for `stop_driver` to join: a model's statics are dropped when
+    /// its main thread returns.
+    #[cfg(ctx_loom)]
+    thread: Mutex<Option<crate::loom::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
 struct Timers {
     heap: Vec<Entry>,
-    slots: Vec<Slot>,
-    /// Head of the free list threaded through vacant slots' `pos`; `NO_SLOT` if none.
-    free: usize,
+    slots: Slab<Slot>,
 }
 
 #[derive(Clone, Copy)]
@@ -63,44 +65,53 @@ struct Entry {
 }
 
 struct Slot {
-    /// `None` when vacant.
-    node: Option<WeakNode>,
+    node: WeakNode,
     core: *const Core,
-    /// Index in `heap` while occupied; next free slot while vacant.
+    /// Index of the slot's entry in `heap`.
     pos: usize,
 }
 
-// SAFETY: `Slot::core` is only dereferenced under the shard's lock, where invariant 2 keeps
+// SAFETY: `Slot::core` is only dereferenced under the shard's lock, where invariant 4 keeps
 // it valid; everything else in `Timers` is `Send`.
 unsafe impl Send for Timers {}
 
-fn driver() -> &'static Driver {
-    static DRIVER: OnceLock<Driver> = OnceLock::new();
-    DRIVER.get_or_init(|| Driver {
-        shards: std::array::from_fn(|_| {
-            Mutex::new(Timers {
-                free: NO_SLOT,
-                ..Timers::default()
-            })
-        }),
-        epoch: AtomicU64::new(0),
-        next_wake: AtomicU64::new(u64::MAX),
-        base: Instant::now(),
-        sleep: Mutex::new(false),
-        wake: Condvar::new(),
-    })
+impl Driver {
+    fn new() -> Driver {
+        Driver {
+            shards: std::array::from_fn(|_| Mutex::new(Timers::default())),
+            epoch: AtomicU64::new(0),
+            next_wake: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
+            sleep: Mutex::new(false),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            #[cfg(ctx_loom)]
+            thread: Mutex::new(None),
+        }
+    }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+#[cfg(not(ctx_loom))]
+fn driver() -> &'static Driver {
+    static DRIVER: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+    DRIVER.get_or_init(Driver::new)
+}
+
+#[cfg(ctx_loom)]
+fn driver() -> &'static Driver {
+    loom::lazy_static! {
+        static ref DRIVER: Driver = Driver::new();
+    }
+    &DRIVER
 }
 
 /// This thread's shard.
 fn my_shard() -> usize {
+    if cfg!(ctx_loom) {
+        return 0; // loom's threads share OS threads; one shard keeps the model deterministic
+    }
     use std::cell::Cell;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     thread_local! {
         static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
     }
@@ -118,34 +129,37 @@ fn nanos_after(base: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Arms `core`'s deadline. The caller holds `core`'s lock and has checked it is live.
-pub(crate) fn arm(core: &Core, node: &NodeRef, at: Instant) {
-    if cfg!(ctx_loom) {
-        return; // loom models do not cover deadlines
-    }
+/// Whether an entry for `at` is due at `now`. Loom models have no clock: there every armed
+/// deadline is due, and what the models check is that the driver sees it.
+fn is_due(at: Instant, now: Instant) -> bool {
+    cfg!(ctx_loom) || at <= now
+}
+
+/// Arms `core`'s deadline. The caller holds `core`'s lock and has checked it is live
+/// (invariant 7).
+pub(super) fn arm(core: &Core, node: &NodeRef, at: Instant) {
     let driver = driver();
     let shard = my_shard();
     let first = {
         let mut timers = lock(&driver.shards[shard]);
-        let slot = timers.alloc_slot(Slot {
-            node: Some(std::sync::Arc::downgrade(node)),
-            core,
-            pos: 0,
-        });
         let pos = timers.heap.len();
+        let slot = timers.slots.insert(Slot {
+            node: std::sync::Arc::downgrade(node),
+            core,
+            pos,
+        });
         timers.heap.push(Entry { at, slot });
-        timers.slots[slot].pos = pos;
         let pos = timers.sift_up(pos);
         core.timer_slot.store(slot * SHARDS + shard, Relaxed);
         pos == 0
     };
     if first {
-        driver.epoch.fetch_add(1, SeqCst); // invariant 4
+        // Invariant 8: bump the epoch, then read when the driver means to wake.
+        driver.epoch.fetch_add(1, SeqCst);
         if nanos_after(driver.base, at) < driver.next_wake.load(SeqCst) {
             let mut started = lock(&driver.sleep);
             if !*started {
-                *started = true;
-                start_driver_thread(driver);
+                *started = start_driver_thread(driver);
             }
             driver.wake.notify_one();
         }
@@ -153,8 +167,8 @@ pub(crate) fn arm(core: &Core, node: &NodeRef, at: Instant) {
 }
 
 /// Removes `core`'s pending deadline, if it has one.
-pub(crate) fn disarm(core: &Core) {
-    if cfg!(ctx_loom) || core.timer_slot.load(Relaxed) == NO_SLOT {
+pub(super) fn disarm(core: &Core) {
+    if core.timer_slot.load(Relaxed) == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
     let shard = core.timer_slot.load(Relaxed) % SHARDS;
@@ -162,9 +176,9 @@ pub(crate) fn disarm(core: &Core) {
     let encoded = core.timer_slot.load(Relaxed);
     if encoded != NO_SLOT {
         let slot = encoded / SHARDS;
-        let pos = timers.slots[slot].pos;
+        let pos = timers.slot(slot).pos;
         timers.remove_at(pos);
-        timers.free_slot(slot);
+        timers.slots.remove(slot);
         core.timer_slot.store(NO_SLOT, Relaxed);
     }
 }
@@ -179,11 +193,36 @@ pub(crate) fn pending() -> usize {
         .sum()
 }
 
-fn start_driver_thread(driver: &'static Driver) {
-    std::thread::Builder::new()
+/// Stops the driver thread (loom models must end with every thread finished).
+#[cfg(ctx_loom)]
+pub(crate) fn stop_driver() {
+    let driver = driver();
+    driver.stop.store(true, SeqCst);
+    drop(lock(&driver.sleep));
+    driver.wake.notify_all();
+    if let Some(thread) = lock(&driver.thread).take() {
+        thread.join().expect("the deadline driver panicked");
+    }
+}
+
+/// Starts the driver thread; false if the OS refused (the next arm tries again).
+fn start_driver_thread(driver: &'static Driver) -> bool {
+    let started = crate::loom::thread::Builder::new()
         .name("ctx-deadlines".into())
-        .spawn(move || run(driver))
-        .expect("ctx: could not start the deadline driver thread");
+        .spawn(move || run(driver));
+    match started {
+        #[cfg(ctx_loom)]
+        Ok(thread) => {
+            *lock(&driver.thread) = Some(thread);
+            true
+        }
+        #[cfg(not(ctx_loom))]
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!("ctx: could not start the deadline driver thread: {err}");
+            false
+        }
+    }
 }
 
 fn run(driver: &'static Driver) {
@@ -191,38 +230,32 @@ fn run(driver: &'static Driver) {
     loop {
         let epoch = driver.epoch.load(SeqCst);
         let now = Instant::now();
-        let mut earliest: Option<Instant> = None;
-        for shard in &driver.shards {
-            let mut timers = lock(shard);
-            while let Some(&Entry { at, slot }) = timers.heap.first() {
-                if at > now || due.len() == 1024 {
-                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                    break;
-                }
-                timers.remove_at(0);
-                let Slot { node, core, .. } = timers.free_slot(slot);
-                // SAFETY: invariant 2: the core's node cannot finish dropping while we hold
-                // its shard's lock.
-                unsafe { &*core }.timer_slot.store(NO_SLOT, Relaxed);
-                if let Some(node) = node.and_then(|weak| weak.upgrade()) {
-                    due.push(node);
-                }
-            }
-        }
+        let earliest = driver.take_due(now, &mut due);
         if !due.is_empty() {
             for node in due.drain(..) {
-                crate::tree::expire(&node); // no shard lock held (invariant 3)
+                // No shard lock held (lock order). A waker's panic comes back from the walk
+                // (the hook reported it); a value's `Drop` panics here if we hold the last
+                // reference. Neither stops the driver.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                    drop(walk::expire(&node));
+                    drop(node);
+                }));
             }
             continue;
         }
         let sleep = lock(&driver.sleep);
-        if driver.epoch.load(SeqCst) != epoch {
-            continue; // an arm raced with the scan: scan again (invariant 4)
+        if driver.stop.load(SeqCst) {
+            return;
         }
+        // Invariant 8: say when we will wake, then check that no arm came since the scan.
         driver.next_wake.store(
             earliest.map_or(u64::MAX, |at| nanos_after(driver.base, at)),
             SeqCst,
         );
+        if driver.epoch.load(SeqCst) != epoch {
+            driver.next_wake.store(0, SeqCst);
+            continue;
+        }
         let _sleep = match earliest {
             Some(at) => {
                 driver
@@ -240,32 +273,41 @@ fn run(driver: &'static Driver) {
     }
 }
 
-impl Timers {
-    fn alloc_slot(&mut self, slot: Slot) -> usize {
-        if self.free == NO_SLOT {
-            self.slots.push(slot);
-            self.slots.len() - 1
-        } else {
-            let key = self.free;
-            self.free = self.slots[key].pos;
-            self.slots[key] = slot;
-            key
+impl Driver {
+    /// Takes the due entries of every shard (at most a batch) into `due`; returns the
+    /// earliest deadline left.
+    fn take_due(&self, now: Instant, due: &mut Vec<NodeRef>) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for shard in &self.shards {
+            let mut timers = lock(shard);
+            while let Some(&Entry { at, slot }) = timers.heap.first() {
+                if !is_due(at, now) || due.len() == 1024 {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    break;
+                }
+                timers.remove_at(0);
+                let Slot { node, core, .. } =
+                    timers.slots.remove(slot).expect("a heap entry has a slot");
+                // SAFETY: invariant 4: the core's node cannot finish dropping while we hold
+                // its shard's lock.
+                unsafe { &*core }.timer_slot.store(NO_SLOT, Relaxed);
+                if let Some(node) = node.upgrade() {
+                    due.push(node);
+                }
+            }
         }
+        earliest
     }
+}
 
-    fn free_slot(&mut self, key: usize) -> Slot {
-        let vacant = Slot {
-            node: None,
-            core: std::ptr::null(),
-            pos: self.free,
-        };
-        self.free = key;
-        std::mem::replace(&mut self.slots[key], vacant)
+impl Timers {
+    fn slot(&mut self, key: usize) -> &mut Slot {
+        self.slots.get_mut(key).expect("a heap entry has a slot")
     }
 
     fn set(&mut self, pos: usize, entry: Entry) {
         self.heap[pos] = entry;
-        self.slots[entry.slot].pos = pos;
+        self.slot(entry.slot).pos = pos;
     }
 
     fn sift_up(&mut self, mut pos: usize) -> usize {
@@ -324,34 +366,30 @@ mod tests {
     #[test]
     fn heap_order_and_index() {
         let base = Instant::now();
-        let mut t = Timers {
-            free: NO_SLOT,
-            ..Timers::default()
-        };
+        let mut t = Timers::default();
         let mut keys = Vec::new();
         for i in [5u64, 3, 9, 1, 7, 2, 8, 6, 4, 0] {
-            let slot = t.alloc_slot(Slot {
-                node: None,
-                core: std::ptr::null(),
-                pos: 0,
-            });
             let pos = t.heap.len();
+            let slot = t.slots.insert(Slot {
+                node: Weak::<Node<()>>::new(),
+                core: std::ptr::null(),
+                pos,
+            });
             t.heap.push(Entry {
                 at: base + std::time::Duration::from_millis(i),
                 slot,
             });
-            t.slots[slot].pos = pos;
             t.sift_up(pos);
             keys.push((i, slot));
         }
         // Remove three from the middle by slot, as disarm does.
         for &(_, slot) in &keys[2..5] {
-            let pos = t.slots[slot].pos;
+            let pos = t.slot(slot).pos;
             t.remove_at(pos);
-            t.free_slot(slot);
+            t.slots.remove(slot);
         }
         for (pos, entry) in t.heap.iter().enumerate() {
-            assert_eq!(t.slots[entry.slot].pos, pos);
+            assert_eq!(t.slots.get_mut(entry.slot).unwrap().pos, pos);
         }
         let mut order = Vec::new();
         while let Some(first) = t.heap.first().copied() {

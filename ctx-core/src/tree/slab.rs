@@ -1,8 +1,9 @@
 //! A minimal slab: stable `usize` keys, O(1) insert and remove, freed slots reused.
 //!
-//! Used for the waiters and after-funcs of a cancellable node. Keys are handed to exactly
-//! one owner (a `Done`, `Run` or `AfterFunc`), which is the only one that removes them, so
-//! a key is never reused while its owner still holds it.
+//! Used for the waiters and after-funcs of a cancellable node, and for the timer driver's
+//! slots. Keys are handed to exactly one owner (a `Done`, `Run`, `AfterFunc` or armed core),
+//! which is the only one that removes them, so a key is never reused while its owner still
+//! holds it.
 
 pub(crate) struct Slab<T> {
     entries: Vec<Entry<T>>,
@@ -13,6 +14,12 @@ pub(crate) struct Slab<T> {
 enum Entry<T> {
     Occupied(T),
     Vacant(usize),
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab::new()
+    }
 }
 
 impl<T> Slab<T> {

@@ -1,0 +1,252 @@
+//! A cancellable node's [`Core`]: its state, cause, waiters and after-funcs, and the
+//! children list head (the list itself is `walk.rs`'s).
+
+use std::ptr;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::task::Waker;
+use std::time::Instant;
+
+use super::slab::Slab;
+use super::{NodeRef, Panic, catch, timer};
+use crate::error::{Cause, Error};
+use crate::loom::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
+
+pub(super) const LIVE: u8 = 0;
+const CANCELLED: u8 = 1;
+const DEADLINE: u8 = 2;
+
+pub(crate) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
+
+/// The state shared by a cancellable node and every value node below it.
+pub(crate) struct Core {
+    pub(super) state: AtomicU8,
+    /// The effective deadline: this node's own, or the nearest ancestor's.
+    pub(crate) deadline: Option<Instant>,
+    /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
+    pub(super) own_deadline: bool,
+    /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
+    pub(super) timer_slot: AtomicUsize,
+    /// Links in the owner's child list (invariant 2).
+    pub(super) owner: AtomicPtr<Core>,
+    pub(super) prev: AtomicPtr<Core>,
+    pub(super) next: AtomicPtr<Core>,
+    pub(super) linked: AtomicBool,
+    /// The root of the walk that ended this core (an ancestor, invariant 3), or null when
+    /// that was this core itself. Written once, before `state` (invariant 1), so whoever sees
+    /// the state done reads it without a lock; it holds the cause (one copy per cancel) and
+    /// its lock is held until the walk is over (invariant 6).
+    pub(super) cause_from: AtomicPtr<Core>,
+    pub(super) inner: Mutex<Inner>,
+}
+
+pub(super) struct Inner {
+    /// The cause given to the cancel that ended this core, when this core was the walk root;
+    /// until then, the cause to report if the own deadline fires (`with_deadline_cause`).
+    pub(super) cause: Option<Cause>,
+    pub(super) first_child: *const Core,
+    pub(super) waiters: Slab<Waker>,
+    pub(super) after_funcs: Slab<AfterFn>,
+}
+
+// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
+unsafe impl Send for Inner {}
+
+/// Where a cancel's cause is recorded: in the cancelled core, or in its walk root.
+pub(super) enum Origin {
+    /// This core is the walk root, cancelled with this cause.
+    Own(Option<Cause>),
+    /// This core is the walk root, and its cause was stored at creation (a deadline's).
+    Preset,
+    /// Ended by the walk rooted at this core.
+    Walk(*const Core),
+}
+
+impl Core {
+    pub(super) fn new(
+        deadline: Option<Instant>,
+        own_deadline: bool,
+        deadline_cause: Option<Cause>,
+    ) -> Core {
+        Core {
+            state: AtomicU8::new(LIVE),
+            deadline,
+            own_deadline,
+            timer_slot: AtomicUsize::new(timer::NO_SLOT),
+            owner: AtomicPtr::new(ptr::null_mut()),
+            prev: AtomicPtr::new(ptr::null_mut()),
+            next: AtomicPtr::new(ptr::null_mut()),
+            linked: AtomicBool::new(false),
+            cause_from: AtomicPtr::new(ptr::null_mut()),
+            inner: Mutex::new(Inner {
+                cause: deadline_cause,
+                first_child: ptr::null(),
+                waiters: Slab::new(),
+                after_funcs: Slab::new(),
+            }),
+        }
+    }
+
+    /// The deadline this node set itself (`WithDeadline` rather than `WithCancel`).
+    pub(crate) fn own_deadline(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.own_deadline)
+    }
+
+    /// The error, once done: the hot path, one atomic load (invariant 1).
+    #[inline]
+    pub(crate) fn err(&self) -> Option<Error> {
+        match self.state.load(Acquire) {
+            LIVE => None,
+            CANCELLED => Some(Error::Cancelled),
+            _ => Some(Error::DeadlineExceeded),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Acquire) != LIVE
+    }
+
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        let err = self.err()?;
+        // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
+        let origin = unsafe { &*self.walk_root() };
+        Some(
+            lock(&origin.inner)
+                .cause
+                .clone()
+                .unwrap_or(Cause::from(err)),
+        )
+    }
+
+    /// The root of the walk that ended this (done) core: itself or an ancestor.
+    pub(super) fn walk_root(&self) -> *const Core {
+        let from = self.cause_from.load(Relaxed); // ordered by the caller's Acquire of `state`
+        if from.is_null() { self } else { from }
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut Core {
+        self as *const Core as *mut Core
+    }
+
+    /// Links a new child core under `self`, or, if `self` is done, makes the child done with
+    /// the same error and cause (invariant 5). The child is not yet shared.
+    pub(super) fn attach(&self, child: &Core) {
+        if let Some(err) = self.err() {
+            return child.born_done(err, self.walk_root());
+        }
+        let mut inner = lock(&self.inner);
+        match self.err() {
+            None => super::walk::push_child(self, &mut inner, child),
+            Some(err) => {
+                drop(inner);
+                child.born_done(err, self.walk_root());
+            }
+        }
+    }
+
+    /// Marks a new, unshared core done as its parent is: no lock is needed, as nothing
+    /// else can see it yet, and it has no waiters, after-funcs, children or timer.
+    fn born_done(&self, err: Error, root: *const Core) {
+        self.cause_from.store(root as *mut Core, Relaxed);
+        self.state.store(state_of(err), Release);
+    }
+
+    /// Arms this core's own deadline timer, unless it is already done (invariant 7).
+    pub(super) fn arm(&self, node: &NodeRef, deadline: Instant) {
+        let _inner = lock(&self.inner);
+        if !self.is_done() {
+            timer::arm(self, node, deadline);
+        }
+    }
+
+    /// Registers `waker` for this core's end, or reports the error if it already came.
+    /// `slot` is the caller's registration, created on first use and reused after.
+    pub(crate) fn register_waker(&self, slot: &mut Option<usize>, waker: &Waker) -> Option<Error> {
+        let mut inner = lock(&self.inner);
+        if let Some(err) = self.err() {
+            return Some(err); // a registration stays until the waiter drops (see `finish`)
+        }
+        let replaced = match slot.and_then(|key| inner.waiters.get_mut(key)) {
+            Some(registered) if registered.will_wake(waker) => None,
+            Some(registered) => Some(std::mem::replace(registered, waker.clone())),
+            None => {
+                *slot = Some(inner.waiters.insert(waker.clone()));
+                None
+            }
+        };
+        drop(inner);
+        drop(replaced); // user code may run when a waker drops: never under our lock
+        None
+    }
+
+    /// Forgets a waker registration (a `Done` dropped before its context ended).
+    pub(crate) fn deregister_waker(&self, key: usize) {
+        let removed = lock(&self.inner).waiters.remove(key);
+        drop(removed); // outside the lock: a waker's drop is user code
+    }
+
+    /// Registers `f` to run when this core is done; if it already is, returns `f` back.
+    pub(crate) fn register_after(&self, f: AfterFn) -> Result<usize, AfterFn> {
+        let mut inner = lock(&self.inner);
+        if self.is_done() {
+            return Err(f);
+        }
+        Ok(inner.after_funcs.insert(f))
+    }
+
+    /// Removes a registered after-func; true if it had not run yet (it never will now).
+    pub(crate) fn deregister_after(&self, key: usize) -> bool {
+        let removed = {
+            let mut inner = lock(&self.inner);
+            if self.is_done() {
+                None
+            } else {
+                inner.after_funcs.remove(key)
+            }
+        };
+        // `f`'s captures (a `CancelHandle`, say) may lock this very core when they drop:
+        // dropped here, after the lock.
+        removed.is_some()
+    }
+
+    /// Marks this core done, wakes its waiters, dispatches its after-funcs and disarms its
+    /// timer. Called under the core's own lock, once (the caller checked the state). Returns
+    /// the cause it replaced, for the caller to drop after its locks (user code).
+    pub(super) fn finish(
+        &self,
+        inner: &mut Inner,
+        err: Error,
+        origin: &Origin,
+        panic: &mut Option<Panic>,
+    ) -> Option<Cause> {
+        let replaced = match origin {
+            Origin::Own(cause) => std::mem::replace(&mut inner.cause, cause.clone()),
+            Origin::Preset => None,
+            Origin::Walk(root) => {
+                self.cause_from.store(*root as *mut Core, Relaxed);
+                None
+            }
+        };
+        self.state.store(state_of(err), Release);
+        // Wake by reference: the wakers stay registered until their `Done` is dropped or the
+        // node is, so no waker (whose drop is user code) is dropped under this lock. A
+        // panicking waker is caught so the walk goes on (see the module docs).
+        for waker in inner.waiters.values() {
+            catch(panic, || waker.wake_by_ref());
+        }
+        for f in inner.after_funcs.take_all() {
+            super::dispatch_after_func(f);
+        }
+        if self.own_deadline {
+            timer::disarm(self);
+        }
+        replaced
+    }
+}
+
+fn state_of(err: Error) -> u8 {
+    match err {
+        Error::Cancelled => CANCELLED,
+        Error::DeadlineExceeded => DEADLINE,
+    }
+}

@@ -1,0 +1,276 @@
+//! The cancellation tree and the deadline driver: the whole algorithm, behind the thin
+//! handles of `context.rs`, `scope.rs`, `after.rs` and `wait.rs`.
+//!
+//! Every derived context is one [`Node`] in one heap allocation (an `Arc`), holding its
+//! parent, its kind, and, for value nodes, the value itself (the node is unsized over the
+//! value so the value needs no box of its own). Only cancellable nodes (`with_cancel`,
+//! `with_deadline`) carry a [`Core`]: the atomic state, the cause, the waiters, the
+//! after-funcs and the list of cancellable children. Value nodes point at the `Core` of their
+//! nearest cancellable ancestor; `without_cancel` nodes and the roots have none.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | nodes, links, derivation |
+//! | `core.rs` | a node's [`Core`]: state, cause, waiters, after-funcs |
+//! | `walk.rs` | the children list and the cancel walk |
+//! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
+//! | `timer.rs` | the deadline driver |
+//! | `after_pool.rs` | the threads that run after-funcs |
+//! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//!
+//! # Invariants
+//!
+//! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
+//!    the core's own lock, after the cause (or `cause_from`) is stored. Readers need no lock:
+//!    one `Acquire` load tells done or not, and makes the cause visible.
+//! 2. **List links.** A core's children form an intrusive doubly-linked list whose head is in
+//!    the owner's `Inner` and whose links live in the children. Every link of a child
+//!    (`prev`, `next`, `linked`) is read and written only under the lock of the child's
+//!    current `owner`; `owner` itself changes only while the old and the new owner's locks
+//!    are both held.
+//! 3. **Owners are ancestors.** A child's owner is always one of its ancestors, so the
+//!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
+//!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors.
+//! 4. **Unlink before free.** A node disarms its timer and unlinks itself from its owner in
+//!    `Drop`, before any of its fields are dropped. Hence, while a thread holds an owner's
+//!    lock, every core in that owner's list is valid memory, even if its node's reference
+//!    count already reached zero; and while the driver holds a timer shard's lock, every core
+//!    that shard's slots name is valid memory.
+//! 5. **Done lists are empty.** A done core's list stays empty forever: new children of a
+//!    done parent are born done and are never linked; a live one is never armed.
+//! 6. **A walk holds its root.** A cancel walk holds the lock of the core it started at (its
+//!    root) from marking it done until every descendant is done, and every core it ends
+//!    records that root in `cause_from`. A cancel that finds a core already done waits on
+//!    that root's lock before returning, so *every* cancel returns only once the whole
+//!    subtree is done, not only the one that won.
+//! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
+//!    `NO_SLOT` exactly when the core has no entry in a heap. A core is armed only under its
+//!    own lock while live, and its end disarms it under that lock.
+//! 8. **No lost driver wake-up.** An arm that puts an entry first in its shard bumps `epoch`
+//!    and then reads `next_wake`; the driver stores `next_wake` and then reads `epoch` before
+//!    it sleeps (all `SeqCst`). Either the driver sees the new epoch and rescans, or the arm
+//!    sees when the driver will wake and wakes it sooner.
+//!
+//! # Lock order
+//!
+//! An ancestor's core before a descendant's core, then a timer shard, then the driver's
+//! sleep lock, then the after-func pool's lock. No lock is ever taken in the other order.
+//!
+//! # User code inside the tree, and its panics
+//!
+//! The tree calls user code in four places; none of them can leave it half-updated:
+//!
+//! - **A waker's `wake_by_ref`** runs under the lock of the core it waits on (as Go closes
+//!   its done channel under the lock). A panic there is caught; the cancel walk finishes
+//!   (every descendant done, every other waker woken, every after-func dispatched), the
+//!   locks are released, and then the first panic resumes in the thread that called
+//!   `cancel` (or is dropped, with the panic hook's message, on the deadline driver, which
+//!   goes on firing deadlines; or if that thread is already unwinding).
+//! - **A waker's or after-func's `drop`**, and the drop of a replaced cause, never run under
+//!   a lock: they are moved out first. A panic there reaches whoever dropped them.
+//! - **An after-func** runs on the after-func pool, never under a lock; a panic is caught
+//!   there and the worker goes on.
+//! - **A value's `Drop`**, when a node is freed. A panic there is caught while the rest of
+//!   the chain is freed (nothing leaks, later drops on that thread still work), then resumes.
+//!
+//! The core never formats a [`Cause`](crate::Cause): its `Display` is user code, run only by
+//! whoever prints it.
+
+mod after_pool;
+mod core;
+mod drop;
+mod slab;
+pub(crate) mod timer;
+mod walk;
+
+use std::any::Any;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{Cause, Error};
+
+pub(crate) use self::after_pool::dispatch as dispatch_after_func;
+pub(crate) use self::core::{AfterFn, Core};
+#[cfg(test)]
+pub(crate) use self::walk::child_count;
+
+/// A node whose value has been erased.
+pub(crate) type NodeRef = Arc<Node<dyn Any + Send + Sync>>;
+
+/// A panic payload caught inside the tree, to resume once its locks are released.
+pub(crate) type Panic = Box<dyn Any + Send + 'static>;
+
+/// What a `Context` is: a root, or a derived node.
+#[derive(Clone, Default)]
+pub(crate) enum Link {
+    #[default]
+    Background,
+    Todo,
+    Node(NodeRef),
+}
+
+pub(crate) struct Node<V: ?Sized> {
+    /// The context this one was derived from (keeps the whole chain alive, invariant 3).
+    pub(crate) parent: Link,
+    /// Bloom filter of the value-key types on this node and above (see `crate::key`).
+    pub(crate) keys: u64,
+    pub(crate) kind: Kind,
+    /// The value of a value node; `()` for the other kinds.
+    pub(crate) value: V,
+}
+
+pub(crate) enum Kind {
+    /// `with_cancel`, `with_deadline`, `with_timeout`.
+    Cancel(Core),
+    /// `with_value`: the key's type and name, and the core that decides when it is done.
+    Value {
+        key: std::any::TypeId,
+        name: &'static str,
+        core: Option<CorePtr>,
+    },
+    /// `without_cancel`: values pass through, cancellation does not.
+    WithoutCancel,
+}
+
+/// A pointer to an ancestor's [`Core`].
+#[derive(Clone, Copy)]
+pub(crate) struct CorePtr(ptr::NonNull<Core>);
+
+// SAFETY: a `CorePtr` is only dereferenced as `&Core` (which is `Sync`), and the node that
+// holds it keeps the pointee alive through its `parent` chain (invariant 3).
+unsafe impl Send for CorePtr {}
+// SAFETY: as above.
+unsafe impl Sync for CorePtr {}
+
+impl<V: ?Sized> Node<V> {
+    /// The core that decides when this node is done, if any.
+    #[inline]
+    pub(crate) fn core(&self) -> Option<&Core> {
+        match &self.kind {
+            Kind::Cancel(core) => Some(core),
+            // SAFETY: `core` points at the core of a cancellable ancestor, which our `parent`
+            // chain keeps alive for as long as `self` lives (invariant 3).
+            Kind::Value { core, .. } => core.map(|p| unsafe { p.0.as_ref() }),
+            Kind::WithoutCancel => None,
+        }
+    }
+}
+
+impl Link {
+    #[inline]
+    pub(crate) fn node(&self) -> Option<&NodeRef> {
+        match self {
+            Link::Node(node) => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The core that decides when this context is done; `None` if it never will be.
+    #[inline]
+    pub(crate) fn core(&self) -> Option<&Core> {
+        match self {
+            Link::Node(node) => node.core(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn keys(&self) -> u64 {
+        self.node().map_or(0, |node| node.keys)
+    }
+
+    /// Whether this is the only reference to its node (so no one else can observe it).
+    pub(crate) fn is_sole_reference(&self) -> bool {
+        matches!(self, Link::Node(node) if Arc::strong_count(node) == 1)
+    }
+
+    fn derive<V: Send + Sync + 'static>(&self, keys: u64, kind: Kind, value: V) -> Link {
+        Link::Node(Arc::new(Node {
+            parent: self.clone(),
+            keys,
+            kind,
+            value,
+        }))
+    }
+
+    /// A cancellable child: with its own deadline `own` (already reduced to `None` when the
+    /// parent's is no later, as Go does), read against `now`; `cause` is reported if that
+    /// deadline fires.
+    pub(crate) fn derive_cancel(
+        &self,
+        own: Option<(Instant, Instant)>,
+        cause: Option<Cause>,
+    ) -> Link {
+        let effective = own.map(|(at, _)| at).or_else(|| self.deadline());
+        let child = self.derive(
+            self.keys(),
+            Kind::Cancel(Core::new(effective, own.is_some(), own.and(cause))),
+            (),
+        );
+        let Link::Node(node) = &child else {
+            unreachable!("derive makes a node")
+        };
+        let core = node.core().expect("a cancel node has a core");
+        if let Some(parent) = self.core() {
+            parent.attach(core);
+        }
+        if let Some((at, now)) = own {
+            if at <= now {
+                walk::expire(node);
+            } else {
+                core.arm(node, at);
+            }
+        }
+        child
+    }
+
+    pub(crate) fn derive_value<V: Send + Sync + 'static>(
+        &self,
+        key: std::any::TypeId,
+        name: &'static str,
+        key_bit: u64,
+        value: V,
+    ) -> Link {
+        let core = self.core().map(|core| CorePtr(ptr::NonNull::from(core)));
+        self.derive(
+            self.keys() | key_bit,
+            Kind::Value { key, name, core },
+            value,
+        )
+    }
+
+    pub(crate) fn derive_without_cancel(&self) -> Link {
+        self.derive(self.keys(), Kind::WithoutCancel, ())
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.core().and_then(|core| core.deadline)
+    }
+
+    /// Cancels this context and its subtree (the first cancel wins); returns once the whole
+    /// subtree is done (invariant 6). Resumes a panic of a user waker after that.
+    pub(crate) fn cancel(&self, err: Error, cause: Option<Cause>) {
+        if let Some(core) = self.core() {
+            resume(walk::cancel(core, err, cause));
+        }
+    }
+}
+
+/// Resumes a panic caught inside the tree, now that its locks are released; unless this
+/// thread is already unwinding (a cancel from a `Drop` during a panic), where a second panic
+/// would abort: then the panic hook's message is all that is left of it.
+pub(crate) fn resume(panic: Option<Panic>) {
+    if let Some(payload) = panic
+        && !std::thread::panicking()
+    {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// Runs user code that must not unwind through the tree: a panic is kept (the first one
+/// only) for [`resume`] once the caller's locks are released.
+pub(crate) fn catch(first: &mut Option<Panic>, f: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        first.get_or_insert(payload);
+    }
+}

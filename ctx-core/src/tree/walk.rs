@@ -1,0 +1,188 @@
+//! The children list and the cancel walk.
+//!
+//! `cancel` holds the lock of the core it cancels (the walk root) for the whole walk, as Go
+//! does, so when it returns every descendant is done (invariant 6). The walk uses no stack
+//! and allocates nothing: it pops a child, marks it done, and splices the child's children
+//! onto the root's own list (adoption, as tokio-util's tree does), until the list is empty.
+//! A cancel that finds its core already done waits for the walk that ended it.
+
+use std::ptr;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use super::core::{Core, Inner, LIVE, Origin};
+use super::{NodeRef, Panic};
+use crate::error::{Cause, Error};
+use crate::loom::lock;
+
+/// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
+/// removes `core` from its owner's list. Returns once the whole subtree is done, whichever
+/// cancel won (invariant 6), with the first panic of a user waker, if any, for the caller to
+/// resume. Allocates nothing (but what the after-func pool needs).
+pub(crate) fn cancel(core: &Core, err: Error, cause: Option<Cause>) -> Option<Panic> {
+    walk(core, err, Origin::Own(cause))
+}
+
+/// Fires a core's own deadline (called by the timer driver, and by a derivation whose
+/// deadline already passed).
+pub(super) fn expire(node: &NodeRef) -> Option<Panic> {
+    node.core()
+        .and_then(|core| walk(core, Error::DeadlineExceeded, Origin::Preset))
+}
+
+fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
+    if core.is_done() {
+        wait_for_walk(core);
+        return None;
+    }
+    let mut inner = lock(&core.inner);
+    if core.state.load(Relaxed) != LIVE {
+        drop(inner);
+        wait_for_walk(core);
+        return None;
+    }
+    let walking = Walking::enter(core);
+    let mut panic = None;
+    let replaced = core.finish(&mut inner, err, &origin, &mut panic);
+    let root = Origin::Walk(core);
+    while let Some(child) = pop_child(&mut inner) {
+        // SAFETY: popped under our lock; the child cannot be freed before its `Drop` gets our
+        // lock (invariant 4), and we hold it until the end of this loop.
+        let child = unsafe { &*child };
+        let mut child_inner = lock(&child.inner); // ancestor before descendant
+        if child.state.load(Relaxed) != LIVE {
+            // Ended by a walk rooted at `child` itself (it was in our list, so no other walk
+            // could pop it), which held this lock until its subtree was done (invariant 6).
+            continue;
+        }
+        // `Walk` origins replace no cause.
+        let _ = child.finish(&mut child_inner, err, &root, &mut panic);
+        // Adopt the grandchildren: we now hold both their old and their new owner's locks.
+        while let Some(grandchild) = pop_child(&mut child_inner) {
+            // SAFETY: valid while we hold the child's lock (invariant 4); once pushed onto our
+            // list, while we hold ours.
+            push_child(core, &mut inner, unsafe { &*grandchild });
+        }
+    }
+    drop(inner);
+    drop(walking);
+    unlink(core);
+    drop(replaced); // a user error's drop: after the locks
+    panic
+}
+
+crate::loom::thread_local! {
+    /// The root of the walk this thread is running, if any: a waker woken by the walk may
+    /// cancel a context the walk already ended, and must not wait for its own thread.
+    static WALKING: std::cell::Cell<*const Core> = const { std::cell::Cell::new(ptr::null()) };
+}
+
+/// Marks this thread as walking from a root until dropped (restoring an outer walk's root,
+/// should a waker have started a nested one).
+struct Walking(*const Core);
+
+impl Walking {
+    fn enter(root: &Core) -> Walking {
+        Walking(WALKING.with(|walking| walking.replace(root)))
+    }
+
+    fn is_mine(root: *const Core) -> bool {
+        WALKING.with(|walking| walking.get() == root)
+    }
+}
+
+impl Drop for Walking {
+    fn drop(&mut self) {
+        WALKING.with(|walking| walking.set(self.0));
+    }
+}
+
+/// Waits until the walk that ended `core` (done) is over: that walk holds its root's lock
+/// until the whole subtree is done (invariant 6).
+fn wait_for_walk(core: &Core) {
+    // Order the read of `cause_from` after the state store that published it (invariant 1).
+    let _ = core.state.load(Acquire);
+    let root = core.walk_root();
+    if Walking::is_mine(root) {
+        return; // a waker of this thread's own walk: the walk finishes when it returns
+    }
+    // SAFETY: the walk root is `core` or an ancestor, alive while `core` is (invariant 3).
+    drop(lock(&unsafe { &*root }.inner));
+}
+
+/// Removes `core` from its owner's list, if it is in one (invariants 2 and 3).
+pub(super) fn unlink(core: &Core) {
+    loop {
+        let owner = core.owner.load(Acquire);
+        if owner.is_null() {
+            return;
+        }
+        // SAFETY: by invariant 3 the owner is an ancestor, kept alive by our parent chain.
+        let owner_ref = unsafe { &*owner };
+        let mut inner = lock(&owner_ref.inner);
+        if core.owner.load(Relaxed) != owner {
+            continue; // adopted by another ancestor meanwhile; lock that one instead
+        }
+        if core.linked.load(Relaxed) {
+            remove_child(&mut inner, core);
+        }
+        return;
+    }
+}
+
+/// Pushes `child` at the head of `owner`'s list; caller holds `owner`'s lock (invariant 2).
+pub(super) fn push_child(owner: &Core, inner: &mut Inner, child: &Core) {
+    let head = inner.first_child;
+    child.prev.store(ptr::null_mut(), Relaxed);
+    child.next.store(head as *mut Core, Relaxed);
+    if !head.is_null() {
+        // SAFETY: `head` is in `owner`'s list, whose lock we hold (invariant 4).
+        unsafe { &*head }.prev.store(child.as_ptr(), Relaxed);
+    }
+    inner.first_child = child;
+    child.owner.store(owner.as_ptr(), Release);
+    child.linked.store(true, Relaxed);
+}
+
+/// Unlinks `child` from the list whose head is in `inner`; caller holds that owner's lock.
+fn remove_child(inner: &mut Inner, child: &Core) {
+    let prev = child.prev.load(Relaxed);
+    let next = child.next.load(Relaxed);
+    if prev.is_null() {
+        inner.first_child = next;
+    } else {
+        // SAFETY: `prev` is in the same list, whose lock the caller holds (invariant 4).
+        unsafe { &*prev }.next.store(next, Relaxed);
+    }
+    if !next.is_null() {
+        // SAFETY: as above.
+        unsafe { &*next }.prev.store(prev, Relaxed);
+    }
+    child.prev.store(ptr::null_mut(), Relaxed);
+    child.next.store(ptr::null_mut(), Relaxed);
+    child.linked.store(false, Relaxed);
+}
+
+/// Pops the head of the list in `inner`; caller holds that owner's lock, and the returned
+/// core stays valid until the caller releases it (invariant 4).
+fn pop_child(inner: &mut Inner) -> Option<*const Core> {
+    let head = inner.first_child;
+    if head.is_null() {
+        return None;
+    }
+    // SAFETY: `head` is in the list and the caller holds the owner's lock (invariant 4).
+    remove_child(inner, unsafe { &*head });
+    Some(head)
+}
+
+#[cfg(test)]
+pub(crate) fn child_count(core: &Core) -> usize {
+    let inner = lock(&core.inner);
+    let mut n = 0;
+    let mut cur = inner.first_child;
+    while !cur.is_null() {
+        n += 1;
+        // SAFETY: we hold the owner's lock (invariant 4).
+        cur = unsafe { &*cur }.next.load(Relaxed);
+    }
+    n
+}
