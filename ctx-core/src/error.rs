@@ -114,12 +114,6 @@ impl Cause {
         Cause(Repr::Other(Arc::new(err)))
     }
 
-    /// A cause sharing an error that its owner means to take back (see `Group::wait`).
-    #[allow(dead_code)] // used by the `tokio` feature
-    pub(crate) fn from_shared(err: Arc<dyn StdError + Send + Sync + 'static>) -> Cause {
-        Cause(Repr::Other(err))
-    }
-
     /// The cause as a `std::error::Error` trait object.
     pub fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
         match &self.0 {

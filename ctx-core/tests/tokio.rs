@@ -36,7 +36,8 @@ async fn first_error_cancels_siblings_with_that_cause() {
             seen.lock().unwrap().push((
                 err,
                 ctx.err(),
-                cause.downcast_ref::<Boom>() == Some(&Boom("first")),
+                cause.is::<Error>(),
+                cause.is::<Boom>(),
                 cause.to_string(),
             ));
             Ok(())
@@ -54,13 +55,162 @@ async fn first_error_cancels_siblings_with_that_cause() {
     assert_eq!(group.wait().await, Err(Boom("first")));
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3);
-    for (err, now, downcast, text) in seen.iter() {
+    for (err, now, plain_cancel, typed, text) in seen.iter() {
         assert_eq!((*err, *now), (Error::Cancelled, Some(Error::Cancelled)));
-        assert!(downcast, "the cause is the first error itself");
+        assert!(
+            !plain_cancel,
+            "the cause is the task's failure, not a plain cancel"
+        );
+        assert!(
+            !typed,
+            "the cause is the error's text, not the error (Group docs)"
+        );
         assert_eq!(text, "boom: first");
     }
     assert_eq!(ctx.err(), Some(Error::Cancelled));
     assert_eq!(ctx.cause().unwrap().to_string(), "boom: first");
+}
+
+/// Regression: `wait` used to spin until every clone of the cause was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_promptly_while_a_cause_is_held() {
+    let group = Group::<Boom>::new(Context::background());
+    let held = Arc::new(Mutex::new(None));
+    let keep = held.clone();
+    group.spawn(async move {
+        let ctx = Context::current();
+        ctx.done().await;
+        *keep.lock().unwrap() = ctx.cause(); // kept past `wait`, by the test
+        Ok(())
+    });
+    group.spawn(async { Err(Boom("held")) });
+    let ctx = group.context().clone();
+    let result = tokio::time::timeout(PROMPTLY, group.wait())
+        .await
+        .expect("wait returns while the cause is held");
+    assert_eq!(result, Err(Boom("held")));
+    let cause = held
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the task kept the cause");
+    assert_eq!(cause.to_string(), "boom: held");
+    assert!(!cause.is::<Boom>(), "the cause is a snapshot of the error");
+    assert!(format!("{cause:?}").contains("Boom(\"held\")"), "{cause:?}");
+    assert_eq!(ctx.cause().unwrap().to_string(), "boom: held");
+    // Later, still the same text: the snapshot does not depend on the returned error.
+    drop(result);
+    assert_eq!(cause.to_string(), "boom: held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_promptly_while_a_task_that_outlived_the_group_holds_the_cause() {
+    let group = Group::<Boom>::new(Context::background());
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let (detached_tx, detached_rx) = tokio::sync::oneshot::channel();
+    group.spawn(async move {
+        let ctx = Context::current();
+        let shielded = ctx.without_cancel();
+        // Outlives the group: a detached task under a shielded context.
+        let detached = tokio::spawn(shielded.scope(async move {
+            ctx.done().await;
+            let cause = ctx.cause().unwrap();
+            let _ = held_tx.send((cause.to_string(), Context::current().is_cancelled()));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(cause);
+        }));
+        let _ = detached_tx.send(detached);
+        Ok(())
+    });
+    let detached = tokio::time::timeout(PROMPTLY, detached_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    group.spawn(async { Err(Boom("outlived")) });
+    let (text, shield_cancelled) = tokio::time::timeout(PROMPTLY, held_rx)
+        .await
+        .expect("the detached task holds the cause")
+        .unwrap();
+    assert_eq!(text, "boom: outlived");
+    assert!(!shield_cancelled);
+    let started = Instant::now();
+    let result = tokio::time::timeout(PROMPTLY, group.wait())
+        .await
+        .expect("wait returns while the detached task holds the cause");
+    assert_eq!(result, Err(Boom("outlived")));
+    assert!(started.elapsed() < PROMPTLY);
+    assert!(!detached.is_finished(), "the holder was still holding");
+    detached.abort();
+}
+
+/// An error whose `Display` panics.
+#[derive(Debug, PartialEq)]
+struct Unprintable(u32);
+impl std::fmt::Display for Unprintable {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display of Unprintable({})", self.0)
+    }
+}
+impl std::error::Error for Unprintable {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_whose_display_panics_still_fails_the_group() {
+    let group = Group::<Unprintable>::new(Context::background());
+    let sibling = Arc::new(Mutex::new(None));
+    let saw = sibling.clone();
+    group.spawn(async move {
+        let ctx = Context::current();
+        let err = ctx.done().await;
+        *saw.lock().unwrap() = Some((err, ctx.cause().unwrap().to_string()));
+        Ok(())
+    });
+    group.spawn(async { Err(Unprintable(7)) });
+    let ctx = group.context().clone();
+    // `wait` runs in its own task so that a panic escaping it would show as a JoinError.
+    let joined = tokio::time::timeout(PROMPTLY, tokio::spawn(group.wait()))
+        .await
+        .expect("wait returns promptly");
+    let result = joined.expect("no panic escapes wait");
+    assert_eq!(result, Err(Unprintable(7)));
+    let fallback = "a task of the group failed (its error's Display panicked)";
+    assert_eq!(
+        *sibling.lock().unwrap(),
+        Some((Error::Cancelled, fallback.to_string())),
+        "the group cancelled its context"
+    );
+    assert_eq!(ctx.err(), Some(Error::Cancelled));
+    let cause = ctx.cause().unwrap();
+    assert_eq!(cause.to_string(), fallback);
+    assert!(!cause.is::<Error>());
+    assert!(format!("{cause:?}").contains("Unprintable(7)"), "{cause:?}");
+}
+
+/// `E` needs no bound beyond `std::error::Error + Send + Sync + 'static`: not `Clone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_errors_work_as_the_group_error() {
+    let group = Group::<std::io::Error>::new(Context::background());
+    let held = Arc::new(Mutex::new(None));
+    let keep = held.clone();
+    group.spawn(async move {
+        let ctx = Context::current();
+        ctx.done().await;
+        *keep.lock().unwrap() = ctx.cause();
+        Ok(())
+    });
+    group.spawn(async {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such backend",
+        ))
+    });
+    let err = tokio::time::timeout(PROMPTLY, group.wait())
+        .await
+        .expect("wait returns promptly")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(err.to_string(), "no such backend");
+    let cause = held.lock().unwrap().clone().unwrap();
+    assert_eq!(cause.to_string(), "no such backend");
 }
 
 #[tokio::test]

@@ -18,8 +18,9 @@ use crate::{CancelHandle, Cause, Context, Error};
 ///
 /// - the tasks start at once (`spawn` does not wait), each with the group's context as
 ///   [`Context::current`];
-/// - the first task to fail cancels the group's context, with its error as the
-///   [`cause`](Context::cause), and `wait` returns that error once every task has ended;
+/// - the first task to fail cancels the group's context, and `wait` returns its error once
+///   every task has ended; the context's [`cause`](Context::cause) displays that error's text
+///   (see [Causes](#causes));
 /// - a panicking task cancels the group too; `wait` joins the others, then resumes the panic
 ///   (as `std::thread::scope` does), so `E` needs no conversion from panics;
 /// - dropping a group before `wait` cancels it and aborts what is left: no task outlives it.
@@ -47,6 +48,53 @@ use crate::{CancelHandle, Cause, Context, Error};
 /// assert_eq!(err.to_string(), "backend 1 failed");
 /// # }
 /// ```
+///
+/// # Causes
+///
+/// The group keeps the first error for `wait`, which hands it back by value: `E` needs no
+/// `Clone` (`std::io::Error` will do) and `wait` never waits for anyone to drop a
+/// [`Cause`]. The cause it cancels the context with is a snapshot of the error: its
+/// `Display` text, rendered once by the failing task (and its `Debug` text, for `{:?}`).
+/// So `ctx.cause().unwrap().to_string()` is the error's text, forever, whoever holds the
+/// cause, but `cause.downcast_ref::<E>()` is `None`: the cause is the error's text, not the
+/// error, and it has no [`source`](std::error::Error::source). If the error's `Display`
+/// panics, the panic is caught and the cause reads "a task of the group failed (its error's
+/// Display panicked)"; `wait` still returns the error.
+///
+/// For a typed cause, give the group a parent you cancel yourself: the failing task cancels
+/// that parent with a clone of its error before returning it, and the group's context,
+/// a child, takes the parent's cause (the first cancel wins, so the group's own is a no-op):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use ctx_core::{Cause, Context, Group};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Unavailable(&'static str);
+/// impl std::fmt::Display for Unavailable {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "{} is unavailable", self.0)
+///     }
+/// }
+/// impl std::error::Error for Unavailable {}
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (parent, handle) = Context::background().with_cancel().into_parts();
+/// let handle = Arc::new(Mutex::new(Some(handle)));
+/// let group = Group::<Unavailable>::new(&parent);
+/// group.spawn(async move {
+///     let err = Unavailable("users");
+///     if let Some(handle) = handle.lock().unwrap().take() {
+///         handle.cancel_with(Cause::from_error(err.clone()));
+///     }
+///     Err(err)
+/// });
+/// let ctx = group.context().clone();
+/// assert_eq!(group.wait().await, Err(Unavailable("users")));
+/// let cause = ctx.cause().unwrap();
+/// assert_eq!(cause.downcast_ref::<Unavailable>(), Some(&Unavailable("users")));
+/// # }
+/// ```
 pub struct Group<E> {
     ctx: Context,
     cancel: Option<CancelHandle>,
@@ -57,23 +105,34 @@ pub struct Group<E> {
 
 struct Shared<E> {
     ctx: Context,
-    /// The first error, shared with the context's cause until `wait` takes it back.
-    first_error: Mutex<Option<Arc<E>>>,
+    /// The first error, owned by the group alone (the context's cause is its snapshot,
+    /// [`TaskFailed`]), so `wait` can hand it back without waiting for anyone.
+    first_error: Mutex<Option<E>>,
     /// The first panic's payload, resumed by `wait`.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> Shared<E> {
+    /// Records a task's error, if it is the first failure, and cancels the group with its
+    /// snapshot. Runs in the failing task.
     fn fail(&self, err: E) {
-        let err = Arc::new(err);
+        if self.failed() {
+            return; // not the first failure: dropped, as errgroup does
+        }
+        // Rendered here, outside any lock: `E`'s `Display`/`Debug` are user code.
+        let cause = Cause::from_error(TaskFailed::of(&err));
         {
             let mut first = lock(&self.first_error);
             if first.is_some() || lock(&self.panic).is_some() {
-                return; // not the first failure: dropped, as errgroup does
+                return; // another task failed first while we rendered
             }
-            *first = Some(err.clone());
+            *first = Some(err);
         }
-        self.cancel(Cause::from_shared(err));
+        self.cancel(cause);
+    }
+
+    fn failed(&self) -> bool {
+        lock(&self.first_error).is_some() || lock(&self.panic).is_some()
     }
 
     fn panicked(&self, payload: Box<dyn Any + Send>) {
@@ -88,9 +147,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Shared<E> {
     }
 
     fn cancel(&self, cause: Cause) {
-        if let Some(core) = self.ctx.signal() {
-            crate::tree::cancel(core, Error::Cancelled, Some(cause));
-        }
+        self.ctx.cancel(Error::Cancelled, Some(cause));
     }
 }
 
@@ -185,11 +242,14 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     /// Waits for every task to end, then returns the first error (in time), if any. If a
     /// task panicked, resumes that panic once the others have ended.
     ///
+    /// Returns as soon as the last task has ended, whoever still holds the context or its
+    /// [`Cause`] (a task that kept `ctx.cause()`, one that outlived the group through
+    /// [`without_cancel`](Context::without_cancel)): the error is the group's alone, and the
+    /// cause is only its text (see [Causes](Group#causes)), so
+    /// `cause().downcast_ref::<E>()` does not find it.
+    ///
     /// The group's context is cancelled when `wait` returns (a finished group's context
-    /// is done, like Go's). The error is shared with that context's cause while the group
-    /// runs (so `cause().downcast_ref::<E>()` finds it); when `wait` takes it back, the
-    /// cause becomes the error's text. `E` need not be `Clone`, so a `Cause` of the error
-    /// still held elsewhere delays `wait` until it is dropped: read causes, don't hoard them.
+    /// is done, like Go's).
     pub async fn wait(mut self) -> Result<(), E> {
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         while let Some(joined) = tasks.join_next().await {
@@ -206,30 +266,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
         drop(self.cancel.take()); // cancels the group context, as Go's Wait does
         match first {
             None => Ok(()),
-            Some(err) => Err(self.take_back(err).await),
-        }
-    }
-
-    /// Recovers sole ownership of the first error from the context's cause.
-    async fn take_back(&self, mut err: Arc<E>) -> E {
-        if let Some(core) = self.ctx.signal() {
-            // Only the cancelled core holds the cause (descendants refer to it); swap in
-            // its text so the `Arc` is ours alone, unless someone kept a `Cause` clone.
-            core.replace_cause(Cause::from(err.to_string()));
-        }
-        let mut backoff = std::time::Duration::from_micros(50);
-        loop {
-            match Arc::try_unwrap(err) {
-                Ok(err) => return err,
-                // A `Cause` clone of the error is still held elsewhere (by a task that
-                // outlived the group through `without_cancel`, say): `E` need not be
-                // `Clone`, so wait for its holder to drop it.
-                Err(shared) => {
-                    err = shared;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_millis(10));
-                }
-            }
+            Some(err) => Err(err),
         }
     }
 }
@@ -250,6 +287,56 @@ impl<E> fmt::Debug for Group<E> {
             .finish_non_exhaustive()
     }
 }
+
+/// The cause a failing task cancels its group with: a snapshot of its error's text, taken
+/// once in the failing task, so the cause outlives the error and shares nothing with it.
+struct TaskFailed {
+    /// The error's `Display` text.
+    display: Box<str>,
+    /// The error's `Debug` text.
+    debug: Box<str>,
+}
+
+impl TaskFailed {
+    /// Renders `err`. A `Display` or `Debug` that panics (or fails) is caught, and a fixed
+    /// text stands in for it: the group must cancel and `wait` must return regardless.
+    fn of<E: std::error::Error>(err: &E) -> TaskFailed {
+        TaskFailed {
+            display: render(|| err.to_string(), DISPLAY_PANICKED),
+            debug: render(|| format!("{err:?}"), DEBUG_PANICKED),
+        }
+    }
+}
+
+const DISPLAY_PANICKED: &str = "a task of the group failed (its error's Display panicked)";
+const DEBUG_PANICKED: &str = "a task of the group failed (its error's Debug panicked)";
+
+fn render(text: impl FnOnce() -> String, fallback: &str) -> Box<str> {
+    match std::panic::catch_unwind(AssertUnwindSafe(text)) {
+        Ok(text) => text.into_boxed_str(),
+        Err(payload) => {
+            // A payload whose own `Drop` panics must not escape either: leak that one.
+            if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            fallback.into()
+        }
+    }
+}
+
+impl fmt::Display for TaskFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl fmt::Debug for TaskFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskFailed({})", self.debug)
+    }
+}
+
+impl std::error::Error for TaskFailed {}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
