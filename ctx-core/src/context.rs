@@ -281,9 +281,15 @@ impl Context {
         None
     }
 
-    /// Runs `f` on a pool thread once this context is done (at once if it already
-    /// is), unless [`AfterFunc::stop`](crate::AfterFunc::stop) is called first. Go's
-    /// `context.AfterFunc`.
+    /// Runs `f` once this context is done (at once if it already is), unless
+    /// [`AfterFunc::stop`](crate::AfterFunc::stop) is called first. Go's `context.AfterFunc`.
+    ///
+    /// `f` runs on a pool of worker threads, never under a lock and never on the thread that
+    /// cancels: it may block or be slow without delaying the canceller or any other
+    /// after-func (the pool grows while every worker is busy). Dropping the returned
+    /// [`AfterFunc`](crate::AfterFunc) does not stop `f`: it still runs when the context
+    /// ends, also when its scope is dropped unobserved. A panic in `f` is caught on the
+    /// worker (the panic hook reports it) and affects nothing else.
     ///
     /// ```
     /// use std::sync::mpsc;

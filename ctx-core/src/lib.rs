@@ -42,7 +42,7 @@
 //!
 //! [`Context::is_cancelled`] and [`Context::checkpoint`] are one atomic load. Each
 //! derivation is one heap allocation; `background()` and `todo()` none; cancel allocates
-//! nothing (but a thread per [`AfterFunc`]). Cancel and drop use no recursion, so chains of
+//! nothing (but a queue slot per [`AfterFunc`]). Cancel and drop use no recursion, so chains of
 //! any depth are safe.
 
 #![warn(missing_docs)]

@@ -16,6 +16,14 @@ use crate::error::{Cause, Error};
 /// return, a `?` or a panic cancels too. Call [`into_parts`](CancelScope::into_parts) to
 /// hand the canceller to someone else.
 ///
+/// # Panics
+///
+/// Cancelling wakes the tasks waiting on the context and its descendants. Should a waker
+/// panic, the cancel completes first (every descendant done, every other waiter woken, every
+/// after-func dispatched), and then the first such panic resumes in the thread that
+/// cancelled, unless that thread is already unwinding (a scope dropped during a panic),
+/// where it is left to the panic hook's report. The same holds for [`CancelHandle`].
+///
 /// # Examples
 ///
 /// ```

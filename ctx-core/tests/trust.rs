@@ -446,3 +446,68 @@ fn a_panicking_after_func_spares_the_others() {
     });
     drop(afters);
 }
+
+// -----------------------------------------------------------------------------------------
+// User drops that panic: a replaced waker, a stopped after-func. They run outside every
+// lock, reach whoever caused the drop, and leave the context working.
+
+struct PanicsOnDrop;
+impl Wake for PanicsOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a waker's drop panics on purpose");
+    }
+}
+
+#[test]
+fn a_waker_whose_drop_panics_leaves_the_context_working() {
+    let scope = Context::background().with_cancel();
+    let mut done = scope.done();
+    let first = Waker::from(Arc::new(PanicsOnDrop));
+    let poll = |done: &mut ctx_core::Done, waker: &Waker| {
+        std::future::Future::poll(
+            std::pin::Pin::new(done),
+            &mut TaskContext::from_waker(waker),
+        )
+    };
+    assert!(poll(&mut done, &first).is_pending());
+    drop(first); // only the registered clone is left
+    // Replacing the registration drops the old waker: its panic reaches this poll...
+    let good = Counting::new(false);
+    let replaced = catch_unwind(AssertUnwindSafe(|| {
+        poll(&mut done, &Waker::from(good.clone()))
+    }));
+    assert!(replaced.is_err());
+    // ...and the context still works: the new waker is woken by the cancel.
+    assert!(poll(&mut done, &Waker::from(good.clone())).is_pending());
+    scope.cancel();
+    assert!(good.wakes() >= 1);
+    assert!(poll(&mut done, &Waker::from(good.clone())).is_ready());
+}
+
+struct PanicsWhenDropped;
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("an after-func's capture panics on drop");
+    }
+}
+
+#[test]
+fn an_after_func_whose_drop_panics_leaves_the_context_working() {
+    let scope = Context::background().with_cancel();
+    let child = scope.with_cancel();
+    let guard = PanicsWhenDropped;
+    let after = scope.after_func(move || drop(guard));
+    let stopped = catch_unwind(AssertUnwindSafe(|| after.stop()));
+    assert!(
+        stopped.is_err(),
+        "the capture's drop panic reaches the caller of stop"
+    );
+    let (tx, rx) = mpsc::channel();
+    let _other = scope.after_func(move || tx.send(()).unwrap());
+    scope.cancel();
+    assert!(child.is_cancelled());
+    assert_eq!(rx.recv_timeout(PROMPTLY), Ok(()));
+}
