@@ -47,45 +47,31 @@
 
 #![warn(missing_docs)]
 
-mod after;
-mod ambient;
 mod context;
-mod error;
-mod fmt;
-mod key;
-mod loom;
-mod scope;
-mod tree;
-mod wait;
+mod integrations;
+mod sync;
+
+pub use context::{
+    AfterFunc, CancelHandle, CancelScope, Cause, Context, ContextKey, Done, Error, Run, Scoped,
+};
 
 #[cfg(feature = "tower")]
-pub mod http;
+pub use integrations::http;
 #[cfg(feature = "tokio")]
-pub mod rt;
-#[cfg(feature = "tokio")]
-pub use rt::{Group, process, signal, spawn, spawn_blocking};
-
-pub use after::AfterFunc;
-pub use ambient::Scoped;
-pub use context::Context;
-pub use error::{Cause, Error};
-pub use key::ContextKey;
-pub use scope::{CancelHandle, CancelScope};
-pub use wait::{Done, Run};
+pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 
 #[cfg(feature = "macros")]
 pub use ctx_macros::{ContextKey, cancellable};
 
+/// What the macros' generated code calls; not public API (see `context/macro_support.rs`).
 #[doc(hidden)]
-#[path = "private.rs"]
-pub mod __private;
-
-#[cfg(test)]
-mod tests;
+pub mod __private {
+    pub use crate::context::macro_support::*;
+}
 
 /// Stops the deadline driver thread, so a loom model can end with every thread finished.
 #[cfg(ctx_loom)]
 #[doc(hidden)]
 pub fn __stop_deadline_driver() {
-    tree::timer::stop_driver();
+    context::stop_deadline_driver();
 }

@@ -12,13 +12,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::context::Context;
+use crate::Context;
 
 thread_local! {
     static CURRENT: RefCell<Context> = const { RefCell::new(Context::background()) };
 }
 
-pub(crate) fn current() -> Context {
+pub(in crate::context) fn current() -> Context {
     CURRENT
         .try_with(|current| current.borrow().clone())
         .unwrap_or_default()
@@ -41,7 +41,7 @@ fn swap_in(ctx: Context) -> Restore {
     Restore(CURRENT.try_with(|current| current.replace(ctx)).ok())
 }
 
-pub(crate) fn enter<R>(ctx: Context, f: impl FnOnce() -> R) -> R {
+pub(in crate::context) fn enter<R>(ctx: Context, f: impl FnOnce() -> R) -> R {
     let _restore = swap_in(ctx);
     f()
 }
@@ -58,7 +58,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<F> Scoped<F> {
-    pub(crate) fn new(ctx: Context, future: F) -> Scoped<F> {
+    pub(in crate::context) fn new(ctx: Context, future: F) -> Scoped<F> {
         Scoped { ctx, future }
     }
 

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::error::{Cause, Error};
-use crate::key::{ContextKey, summary_bit};
-use crate::scope::CancelScope;
-use crate::tree::{Core, Kind, Link};
+use super::error::{Cause, Error};
+use crate::context::key::{ContextKey, summary_bit};
+use crate::context::scope::CancelScope;
+use crate::context::tree::{Core, Kind, Link};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -78,18 +78,18 @@ impl Context {
     }
 
     /// Whether this handle is the only reference to its node (so no one can observe it).
-    pub(crate) fn is_sole_reference(&self) -> bool {
+    pub(in crate::context) fn is_sole_reference(&self) -> bool {
         self.link.is_sole_reference()
     }
 
     /// The core that decides when this context is done; `None` if it never will be.
     #[inline]
-    pub(crate) fn core(&self) -> Option<&Core> {
+    pub(in crate::context) fn core(&self) -> Option<&Core> {
         self.link.core()
     }
 
     /// Cancels this context and its subtree with `err`; returns once all of it is done.
-    pub(crate) fn cancel(&self, err: Error, cause: Option<Cause>) {
+    pub(in crate::context) fn cancel(&self, err: Error, cause: Option<Cause>) {
         self.link.cancel(err, cause);
     }
 
@@ -302,7 +302,7 @@ impl Context {
     /// assert_eq!(rx.recv().unwrap(), "closed the connection");
     /// ```
     pub fn after_func(&self, f: impl FnOnce() + Send + 'static) -> crate::AfterFunc {
-        crate::after::register(self, Box::new(f))
+        crate::context::after::register(self, Box::new(f))
     }
 
     /// Runs `f` with `self` as [`Context::current`], restoring the previous current context
@@ -316,7 +316,7 @@ impl Context {
     /// assert_eq!(Context::current().to_string(), "context.Background");
     /// ```
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        crate::ambient::enter(self.clone(), f)
+        crate::context::ambient::enter(self.clone(), f)
     }
 
     /// Wraps `future` so every poll of it sees `self` as [`Context::current`], on any
@@ -335,13 +335,13 @@ impl Context {
     /// assert_eq!(seen, Some(42));
     /// ```
     pub fn scope<F: std::future::Future>(&self, future: F) -> crate::Scoped<F> {
-        crate::ambient::Scoped::new(self.clone(), future)
+        crate::context::ambient::Scoped::new(self.clone(), future)
     }
 
     /// The ambient context: the innermost [`scope`](Context::scope) or
     /// [`enter`](Context::enter) of this task or thread, else [`background`](Context::background).
     pub fn current() -> Context {
-        crate::ambient::current()
+        crate::context::ambient::current()
     }
 }
 
@@ -372,11 +372,12 @@ impl fmt::Display for Context {
             match &node.kind {
                 Kind::Cancel(core) => match core.own_deadline() {
                     Some(at) => {
-                        let remaining = crate::fmt::go_duration(signed_nanos_until(at));
+                        let remaining =
+                            crate::context::go_format::go_duration(signed_nanos_until(at));
                         write!(
                             f,
                             ".WithDeadline({} [{remaining}])",
-                            crate::fmt::go_time(at)
+                            crate::context::go_format::go_time(at)
                         )?
                     }
                     None => f.write_str(".WithCancel")?,

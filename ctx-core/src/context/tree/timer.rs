@@ -24,10 +24,10 @@ use std::time::Instant;
 
 use super::slab::Slab;
 use super::{Core, Node, NodeRef, walk};
-use crate::loom::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
-pub(crate) const NO_SLOT: usize = usize::MAX;
+pub(in crate::context) const NO_SLOT: usize = usize::MAX;
 
 type WeakNode = Weak<Node<dyn std::any::Any + Send + Sync>>;
 
@@ -49,7 +49,7 @@ struct Driver {
     /// The driver thread, for `stop_driver` to join: a model's statics are dropped when
     /// its main thread returns.
     #[cfg(ctx_loom)]
-    thread: Mutex<Option<crate::loom::thread::JoinHandle<()>>>,
+    thread: Mutex<Option<crate::sync::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -185,7 +185,7 @@ pub(super) fn disarm(core: &Core) {
 
 /// How many deadlines are armed (for tests that check timers are released).
 #[cfg(test)]
-pub(crate) fn pending() -> usize {
+pub(in crate::context) fn pending() -> usize {
     driver()
         .shards
         .iter()
@@ -195,7 +195,7 @@ pub(crate) fn pending() -> usize {
 
 /// Stops the driver thread (loom models must end with every thread finished).
 #[cfg(ctx_loom)]
-pub(crate) fn stop_driver() {
+pub(in crate::context) fn stop_driver() {
     let driver = driver();
     driver.stop.store(true, SeqCst);
     drop(lock(&driver.sleep));
@@ -207,7 +207,7 @@ pub(crate) fn stop_driver() {
 
 /// Starts the driver thread; false if the OS refused (the next arm tries again).
 fn start_driver_thread(driver: &'static Driver) -> bool {
-    let started = crate::loom::thread::Builder::new()
+    let started = crate::sync::thread::Builder::new()
         .name("ctx-deadlines".into())
         .spawn(move || run(driver));
     match started {

@@ -24,13 +24,13 @@ use super::AfterFn;
 
 /// Queues `f` to run on the pool, at once.
 #[cfg(not(ctx_loom))]
-pub(crate) fn dispatch(f: AfterFn) {
+pub(in crate::context) fn dispatch(f: AfterFn) {
     pool::dispatch(f);
 }
 
 #[cfg(ctx_loom)]
-pub(crate) fn dispatch(f: AfterFn) {
-    crate::loom::thread::spawn(f);
+pub(in crate::context) fn dispatch(f: AfterFn) {
+    crate::sync::thread::spawn(f);
 }
 
 #[cfg(not(ctx_loom))]
@@ -40,7 +40,7 @@ mod pool {
     use std::time::Duration;
 
     use super::AfterFn;
-    use crate::loom::lock;
+    use crate::sync::lock;
 
     /// How long a worker waits for work before it exits.
     pub(super) const IDLE: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::Context;
-use crate::tree::child_count;
+use crate::context::tree::child_count;
 
 /// Serializes the tests that count armed timers (a process-wide number).
 static TIMER_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -69,11 +69,11 @@ fn cancel_empties_the_list_and_adopted_nodes_unlink_cleanly() {
 #[test]
 fn cancelled_or_dropped_deadlines_release_their_timer() {
     let _serial = TIMER_COUNT.lock().unwrap_or_else(|e| e.into_inner());
-    let before = crate::tree::timer::pending();
+    let before = crate::context::tree::timer::pending();
     let scopes: Vec<_> = (0..2_000)
         .map(|_| Context::background().with_timeout(Duration::from_secs(3600)))
         .collect();
-    assert_eq!(crate::tree::timer::pending(), before + 2_000);
+    assert_eq!(crate::context::tree::timer::pending(), before + 2_000);
     let (cancelled, dropped): (Vec<_>, Vec<_>) = scopes
         .into_iter()
         .enumerate()
@@ -85,7 +85,7 @@ fn cancelled_or_dropped_deadlines_release_their_timer() {
     }
     drop(dropped);
     assert_eq!(
-        crate::tree::timer::pending(),
+        crate::context::tree::timer::pending(),
         before,
         "timers were not released"
     );
@@ -94,12 +94,12 @@ fn cancelled_or_dropped_deadlines_release_their_timer() {
 #[test]
 fn a_parent_cancel_disarms_descendant_timers() {
     let _serial = TIMER_COUNT.lock().unwrap_or_else(|e| e.into_inner());
-    let before = crate::tree::timer::pending();
+    let before = crate::context::tree::timer::pending();
     let root = Context::background().with_cancel();
     let timed: Vec<_> = (0..1_000)
         .map(|_| root.with_timeout(Duration::from_secs(3600)))
         .collect();
     root.cancel();
-    assert_eq!(crate::tree::timer::pending(), before);
+    assert_eq!(crate::context::tree::timer::pending(), before);
     drop(timed);
 }

@@ -5,7 +5,7 @@
 //! which is the only one that removes them, so a key is never reused while its owner still
 //! holds it.
 
-pub(crate) struct Slab<T> {
+pub(in crate::context) struct Slab<T> {
     entries: Vec<Entry<T>>,
     /// Head of the free list threaded through vacant entries; `entries.len()` when empty.
     next_free: usize,
@@ -23,14 +23,14 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
-    pub(crate) const fn new() -> Self {
+    pub(in crate::context) const fn new() -> Self {
         Slab {
             entries: Vec::new(),
             next_free: 0,
         }
     }
 
-    pub(crate) fn insert(&mut self, value: T) -> usize {
+    pub(in crate::context) fn insert(&mut self, value: T) -> usize {
         let key = self.next_free;
         if key == self.entries.len() {
             self.entries.push(Entry::Occupied(value));
@@ -44,14 +44,14 @@ impl<T> Slab<T> {
         key
     }
 
-    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+    pub(in crate::context) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         match self.entries.get_mut(key) {
             Some(Entry::Occupied(value)) => Some(value),
             _ => None,
         }
     }
 
-    pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
+    pub(in crate::context) fn remove(&mut self, key: usize) -> Option<T> {
         let entry = self.entries.get_mut(key)?;
         if let Entry::Vacant(_) = entry {
             return None;
@@ -66,7 +66,7 @@ impl<T> Slab<T> {
     }
 
     /// Every value in the slab.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+    pub(in crate::context) fn values(&self) -> impl Iterator<Item = &T> {
         self.entries.iter().filter_map(|entry| match entry {
             Entry::Occupied(value) => Some(value),
             Entry::Vacant(_) => None,
@@ -74,7 +74,7 @@ impl<T> Slab<T> {
     }
 
     /// Takes every value out, leaving the slab empty (and its buffer released).
-    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = T> {
+    pub(in crate::context) fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.next_free = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
@@ -85,7 +85,7 @@ impl<T> Slab<T> {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(in crate::context) fn len(&self) -> usize {
         self.entries
             .iter()
             .filter(|e| matches!(e, Entry::Occupied(_)))

@@ -15,7 +15,7 @@ pub use std::time::{Duration, Instant};
 
 pub use crate::{CancelScope, Context, ContextKey, Error, Run, Scoped};
 
-use crate::tree::Core;
+use crate::context::tree::Core;
 
 // ---------------------------------------------------------------------------------------
 // Deriving the child, when the function is called.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::context::Context;
-use crate::error::Error;
+use super::error::Error;
+use crate::Context;
 
 /// A waker registration on a context's core (none until the first pending poll).
 struct Waiter<C: AsRef<Context>> {
@@ -227,7 +227,7 @@ impl Context {
         if let Some(err) = self.err() {
             return Some(err);
         }
-        let waker = Waker::from(Arc::new(ThreadWaker(crate::loom::thread::current())));
+        let waker = Waker::from(Arc::new(ThreadWaker(crate::sync::thread::current())));
         let mut cx = TaskContext::from_waker(&waker);
         let mut waiter = Waiter {
             ctx: self,
@@ -238,7 +238,7 @@ impl Context {
                 return Some(err);
             }
             match until {
-                None => crate::loom::thread::park(),
+                None => crate::sync::thread::park(),
                 Some(until) => {
                     let now = Instant::now();
                     if now >= until {
@@ -262,7 +262,7 @@ fn park_timeout(_: Duration) {
 }
 
 /// Wakes a thread parked in [`Context::wait`].
-struct ThreadWaker(crate::loom::thread::Thread);
+struct ThreadWaker(crate::sync::thread::Thread);
 
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {

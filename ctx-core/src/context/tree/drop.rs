@@ -18,7 +18,7 @@ impl<V: ?Sized> Drop for Node<V> {
             // still count as observers: Go runs them once the context is done, and it is
             // done now. `&mut self`: no lock needed, no one else can reach this core.
             if core.state.load(std::sync::atomic::Ordering::Relaxed) == LIVE {
-                let inner = crate::loom::get_mut(&mut core.inner);
+                let inner = crate::sync::get_mut(&mut core.inner);
                 for f in inner.after_funcs.take_all() {
                     super::dispatch_after_func(f);
                 }

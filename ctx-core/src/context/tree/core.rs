@@ -8,20 +8,20 @@ use std::time::Instant;
 
 use super::slab::Slab;
 use super::{NodeRef, Panic, catch, timer};
-use crate::error::{Cause, Error};
-use crate::loom::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
+use crate::context::error::{Cause, Error};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
 const DEADLINE: u8 = 2;
 
-pub(crate) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
+pub(in crate::context) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
 
 /// The state shared by a cancellable node and every value node below it.
-pub(crate) struct Core {
+pub(in crate::context) struct Core {
     pub(super) state: AtomicU8,
     /// The effective deadline: this node's own, or the nearest ancestor's.
-    pub(crate) deadline: Option<Instant>,
+    pub(in crate::context) deadline: Option<Instant>,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
     pub(super) own_deadline: bool,
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
@@ -87,13 +87,13 @@ impl Core {
     }
 
     /// The deadline this node set itself (`WithDeadline` rather than `WithCancel`).
-    pub(crate) fn own_deadline(&self) -> Option<Instant> {
+    pub(in crate::context) fn own_deadline(&self) -> Option<Instant> {
         self.deadline.filter(|_| self.own_deadline)
     }
 
     /// The error, once done: the hot path, one atomic load (invariant 1).
     #[inline]
-    pub(crate) fn err(&self) -> Option<Error> {
+    pub(in crate::context) fn err(&self) -> Option<Error> {
         match self.state.load(Acquire) {
             LIVE => None,
             CANCELLED => Some(Error::Cancelled),
@@ -102,11 +102,11 @@ impl Core {
     }
 
     #[inline]
-    pub(crate) fn is_done(&self) -> bool {
+    pub(in crate::context) fn is_done(&self) -> bool {
         self.state.load(Acquire) != LIVE
     }
 
-    pub(crate) fn cause(&self) -> Option<Cause> {
+    pub(in crate::context) fn cause(&self) -> Option<Cause> {
         let err = self.err()?;
         // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
         let origin = unsafe { &*self.walk_root() };
@@ -161,7 +161,11 @@ impl Core {
 
     /// Registers `waker` for this core's end, or reports the error if it already came.
     /// `slot` is the caller's registration, created on first use and reused after.
-    pub(crate) fn register_waker(&self, slot: &mut Option<usize>, waker: &Waker) -> Option<Error> {
+    pub(in crate::context) fn register_waker(
+        &self,
+        slot: &mut Option<usize>,
+        waker: &Waker,
+    ) -> Option<Error> {
         let mut inner = lock(&self.inner);
         if let Some(err) = self.err() {
             return Some(err); // a registration stays until the waiter drops (see `finish`)
@@ -180,13 +184,13 @@ impl Core {
     }
 
     /// Forgets a waker registration (a `Done` dropped before its context ended).
-    pub(crate) fn deregister_waker(&self, key: usize) {
+    pub(in crate::context) fn deregister_waker(&self, key: usize) {
         let removed = lock(&self.inner).waiters.remove(key);
         drop(removed); // outside the lock: a waker's drop is user code
     }
 
     /// Registers `f` to run when this core is done; if it already is, returns `f` back.
-    pub(crate) fn register_after(&self, f: AfterFn) -> Result<usize, AfterFn> {
+    pub(in crate::context) fn register_after(&self, f: AfterFn) -> Result<usize, AfterFn> {
         let mut inner = lock(&self.inner);
         if self.is_done() {
             return Err(f);
@@ -195,7 +199,7 @@ impl Core {
     }
 
     /// Removes a registered after-func; true if it had not run yet (it never will now).
-    pub(crate) fn deregister_after(&self, key: usize) -> bool {
+    pub(in crate::context) fn deregister_after(&self, key: usize) -> bool {
         let removed = {
             let mut inner = lock(&self.inner);
             if self.is_done() {

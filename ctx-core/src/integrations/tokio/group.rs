@@ -11,7 +11,8 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::{CancelHandle, Cause, Context, Error};
+use crate::sync::lock;
+use crate::{CancelHandle, Cause, Context};
 
 /// A set of tasks working on one job under one context: the first error cancels the rest,
 /// [`wait`](Group::wait) joins them all. Go's `errgroup.Group`, with structure:
@@ -97,19 +98,28 @@ use crate::{CancelHandle, Cause, Context, Error};
 /// ```
 pub struct Group<E> {
     ctx: Context,
-    cancel: Option<CancelHandle>,
     shared: Arc<Shared<E>>,
     tasks: Mutex<JoinSet<()>>,
     limit: Mutex<Option<Arc<Semaphore>>>,
 }
 
 struct Shared<E> {
-    ctx: Context,
+    /// Cancels the group's context: taken by the first failure, by `wait`, or by the drop.
+    cancel: Mutex<Option<CancelHandle>>,
     /// The first error, owned by the group alone (the context's cause is its snapshot,
     /// [`TaskFailed`]), so `wait` can hand it back without waiting for anyone.
     first_error: Mutex<Option<E>>,
     /// The first panic's payload, resumed by `wait`.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl<E> Shared<E> {
+    /// Cancels the group's context without a cause of its own (when `wait` returns or the
+    /// group is dropped); a no-op after a failure did.
+    fn end(&self) {
+        let handle = lock(&self.cancel).take();
+        drop(handle);
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> Shared<E> {
@@ -147,7 +157,10 @@ impl<E: std::error::Error + Send + Sync + 'static> Shared<E> {
     }
 
     fn cancel(&self, cause: Cause) {
-        self.ctx.cancel(Error::Cancelled, Some(cause));
+        let handle = lock(&self.cancel).take();
+        if let Some(handle) = handle {
+            handle.cancel_with(cause);
+        }
     }
 }
 
@@ -158,12 +171,11 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
         let (ctx, cancel) = parent.as_ref().with_cancel().into_parts();
         Group {
             shared: Arc::new(Shared {
-                ctx: ctx.clone(),
+                cancel: Mutex::new(Some(cancel)),
                 first_error: Mutex::new(None),
                 panic: Mutex::new(None),
             }),
             ctx,
-            cancel: Some(cancel),
             tasks: Mutex::new(JoinSet::new()),
             limit: Mutex::new(None),
         }
@@ -250,7 +262,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     ///
     /// The group's context is cancelled when `wait` returns (a finished group's context
     /// is done, like Go's).
-    pub async fn wait(mut self) -> Result<(), E> {
+    pub async fn wait(self) -> Result<(), E> {
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         while let Some(joined) = tasks.join_next().await {
             if let Err(join) = joined
@@ -263,7 +275,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
             std::panic::resume_unwind(payload);
         }
         let first = lock(&self.shared.first_error).take();
-        drop(self.cancel.take()); // cancels the group context, as Go's Wait does
+        self.shared.end(); // cancels the group context, as Go's Wait does
         match first {
             None => Ok(()),
             Some(err) => Err(err),
@@ -274,7 +286,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
 impl<E> Drop for Group<E> {
     fn drop(&mut self) {
         // Cancel first so tasks see the context end, then abort whatever is left.
-        drop(self.cancel.take());
+        self.shared.end();
         lock(&self.tasks).abort_all();
     }
 }
@@ -337,12 +349,6 @@ impl fmt::Debug for TaskFailed {
 }
 
 impl std::error::Error for TaskFailed {}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How a task ended: its own result, or the payload of its panic.
 type Outcome<E> = Result<Result<(), E>, Box<dyn Any + Send>>;

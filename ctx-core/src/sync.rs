@@ -1,5 +1,6 @@
-//! The synchronization primitives the tree is built from, swapped for loom's under
-//! `cfg(ctx_loom)` so the concurrency models in `tests/loom.rs` explore every interleaving.
+//! The synchronization primitives the crate is built from, swapped for loom's under
+//! `cfg(ctx_loom)` so the concurrency models in `tests/loom.rs` explore every interleaving,
+//! and the crate's one poison-tolerant [`lock`].
 //!
 //! `Arc`/`Weak` stay std's in both builds: their reference counting is not what the models
 //! check (and loom's `Arc` cannot be unsized), the locks and atomics around them are.

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::ops::Deref;
 
-use crate::context::Context;
-use crate::error::{Cause, Error};
+use super::error::{Cause, Error};
+use crate::Context;
 
 /// A derived context together with the right to cancel it; returned by
 /// [`Context::with_cancel`], [`with_deadline`](Context::with_deadline) and
@@ -41,7 +41,7 @@ pub struct CancelScope {
 }
 
 impl CancelScope {
-    pub(crate) fn new(ctx: Context) -> CancelScope {
+    pub(in crate::context) fn new(ctx: Context) -> CancelScope {
         CancelScope {
             handle: CancelHandle { ctx },
         }

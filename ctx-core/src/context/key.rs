@@ -57,7 +57,7 @@ pub trait ContextKey: Send + Sync + 'static {
 /// clear in the summary is a certain miss: Go's `DeepValue` benchmarks (an absent key under a
 /// deep chain) answer in O(1). A set bit may be another key's: then the chain is walked.
 #[inline]
-pub(crate) fn summary_bit<K: 'static>() -> u64 {
+pub(in crate::context) fn summary_bit<K: 'static>() -> u64 {
     let mut hasher = BitHasher(0);
     TypeId::of::<K>().hash(&mut hasher);
     1 << (hasher.0 >> 58)

@@ -4,7 +4,7 @@ use std::fmt;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{CancelScope, Cause, Context, Error};
+use crate::{CancelScope, Cause, Context};
 
 /// The cause of a context cancelled by [`notify`]: which signal arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +61,10 @@ pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::R
     for &kind in signals {
         streams.push((kind, signal(kind)?));
     }
-    let scope = parent.as_ref().with_cancel();
+    // The listener owns the canceller of `signalled`; the caller gets a child of it, so the
+    // caller's cancel (or drop) ends the caller's context, and a signal ends both.
+    let (signalled, on_signal) = parent.as_ref().with_cancel().into_parts();
+    let scope = signalled.with_cancel();
     let ctx = scope.context().clone();
     tokio::spawn(async move {
         let arrived = std::future::poll_fn(|cx| {
@@ -74,10 +77,7 @@ pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::R
         });
         // Stop listening as soon as the context ends for any other reason.
         if let Ok(kind) = ctx.run(arrived).await {
-            ctx.cancel(
-                Error::Cancelled,
-                Some(Cause::from_error(SignalReceived(kind))),
-            );
+            on_signal.cancel_with(Cause::from_error(SignalReceived(kind)));
         }
     });
     Ok(scope)

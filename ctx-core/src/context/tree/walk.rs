@@ -11,14 +11,14 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::core::{Core, Inner, LIVE, Origin};
 use super::{NodeRef, Panic};
-use crate::error::{Cause, Error};
-use crate::loom::lock;
+use crate::context::error::{Cause, Error};
+use crate::sync::lock;
 
 /// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
 /// removes `core` from its owner's list. Returns once the whole subtree is done, whichever
 /// cancel won (invariant 6), with the first panic of a user waker, if any, for the caller to
 /// resume. Allocates nothing (but what the after-func pool needs).
-pub(crate) fn cancel(core: &Core, err: Error, cause: Option<Cause>) -> Option<Panic> {
+pub(in crate::context) fn cancel(core: &Core, err: Error, cause: Option<Cause>) -> Option<Panic> {
     walk(core, err, Origin::Own(cause))
 }
 
@@ -70,10 +70,11 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
     panic
 }
 
-crate::loom::thread_local! {
+crate::sync::thread_local! {
     /// The root of the walk this thread is running, if any: a waker woken by the walk may
     /// cancel a context the walk already ended, and must not wait for its own thread.
-    static WALKING: std::cell::Cell<*const Core> = const { std::cell::Cell::new(ptr::null()) };
+    #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! has no const form")]
+    static WALKING: std::cell::Cell<*const Core> = std::cell::Cell::new(ptr::null());
 }
 
 /// Marks this thread as walking from a root until dropped (restoring an outer walk's root,
@@ -175,7 +176,7 @@ fn pop_child(inner: &mut Inner) -> Option<*const Core> {
 }
 
 #[cfg(test)]
-pub(crate) fn child_count(core: &Core) -> usize {
+pub(in crate::context) fn child_count(core: &Core) -> usize {
     let inner = lock(&core.inner);
     let mut n = 0;
     let mut cur = inner.first_child;

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Formats a signed duration in nanoseconds as Go's `time.Duration.String` does:
 /// `"1h0m0s"`, `"1m30s"`, `"1.5s"`, `"250ms"`, `"1.5µs"`, `"12ns"`, `"0s"`, `"-2s"`.
-pub(crate) fn go_duration(nanos: i128) -> String {
+pub(in crate::context) fn go_duration(nanos: i128) -> String {
     let mut out = String::new();
     if nanos < 0 {
         out.push('-');
@@ -48,7 +48,7 @@ fn push_fraction(out: &mut String, whole: u128, frac: u128, digits: usize) {
 
 /// Formats an `Instant` as the wall-clock time it corresponds to, in Go's layout
 /// `2006-01-02 15:04:05.999999999 +0000 UTC`.
-pub(crate) fn go_time(at: Instant) -> String {
+pub(in crate::context) fn go_time(at: Instant) -> String {
     let now_wall = SystemTime::now();
     let now = Instant::now();
     let wall = if at >= now {

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::context::Context;
-use crate::loom::{AtomicBool, Mutex, lock};
-use crate::tree::{AfterFn, dispatch_after_func};
+use crate::Context;
+use crate::context::tree::{AfterFn, dispatch_after_func};
+use crate::sync::{AtomicBool, Mutex, lock};
 
 /// A function registered with [`Context::after_func`]; [`stop`](AfterFunc::stop) it to
 /// keep it from running. Dropping an `AfterFunc` does not stop it.
@@ -23,7 +23,7 @@ enum State {
     Started,
 }
 
-pub(crate) fn register(ctx: &Context, f: AfterFn) -> AfterFunc {
+pub(in crate::context) fn register(ctx: &Context, f: AfterFn) -> AfterFunc {
     let state = match ctx.core() {
         None => State::Never(Mutex::new(Some(f))),
         Some(core) => match core.register_after(f) {

@@ -80,7 +80,7 @@ mod after_pool;
 mod core;
 mod drop;
 mod slab;
-pub(crate) mod timer;
+pub(in crate::context) mod timer;
 mod walk;
 
 use std::any::Any;
@@ -88,39 +88,39 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::{Cause, Error};
+use crate::context::error::{Cause, Error};
 
-pub(crate) use self::after_pool::dispatch as dispatch_after_func;
-pub(crate) use self::core::{AfterFn, Core};
+pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
+pub(in crate::context) use self::core::{AfterFn, Core};
 #[cfg(test)]
-pub(crate) use self::walk::child_count;
+pub(in crate::context) use self::walk::child_count;
 
 /// A node whose value has been erased.
-pub(crate) type NodeRef = Arc<Node<dyn Any + Send + Sync>>;
+pub(in crate::context) type NodeRef = Arc<Node<dyn Any + Send + Sync>>;
 
 /// A panic payload caught inside the tree, to resume once its locks are released.
-pub(crate) type Panic = Box<dyn Any + Send + 'static>;
+pub(in crate::context) type Panic = Box<dyn Any + Send + 'static>;
 
 /// What a `Context` is: a root, or a derived node.
 #[derive(Clone, Default)]
-pub(crate) enum Link {
+pub(in crate::context) enum Link {
     #[default]
     Background,
     Todo,
     Node(NodeRef),
 }
 
-pub(crate) struct Node<V: ?Sized> {
+pub(in crate::context) struct Node<V: ?Sized> {
     /// The context this one was derived from (keeps the whole chain alive, invariant 3).
-    pub(crate) parent: Link,
+    pub(in crate::context) parent: Link,
     /// Bloom filter of the value-key types on this node and above (see `crate::key`).
-    pub(crate) keys: u64,
-    pub(crate) kind: Kind,
+    pub(in crate::context) keys: u64,
+    pub(in crate::context) kind: Kind,
     /// The value of a value node; `()` for the other kinds.
-    pub(crate) value: V,
+    pub(in crate::context) value: V,
 }
 
-pub(crate) enum Kind {
+pub(in crate::context) enum Kind {
     /// `with_cancel`, `with_deadline`, `with_timeout`.
     Cancel(Core),
     /// `with_value`: the key's type and name, and the core that decides when it is done.
@@ -135,7 +135,7 @@ pub(crate) enum Kind {
 
 /// A pointer to an ancestor's [`Core`].
 #[derive(Clone, Copy)]
-pub(crate) struct CorePtr(ptr::NonNull<Core>);
+pub(in crate::context) struct CorePtr(ptr::NonNull<Core>);
 
 // SAFETY: a `CorePtr` is only dereferenced as `&Core` (which is `Sync`), and the node that
 // holds it keeps the pointee alive through its `parent` chain (invariant 3).
@@ -146,7 +146,7 @@ unsafe impl Sync for CorePtr {}
 impl<V: ?Sized> Node<V> {
     /// The core that decides when this node is done, if any.
     #[inline]
-    pub(crate) fn core(&self) -> Option<&Core> {
+    pub(in crate::context) fn core(&self) -> Option<&Core> {
         match &self.kind {
             Kind::Cancel(core) => Some(core),
             // SAFETY: `core` points at the core of a cancellable ancestor, which our `parent`
@@ -159,7 +159,7 @@ impl<V: ?Sized> Node<V> {
 
 impl Link {
     #[inline]
-    pub(crate) fn node(&self) -> Option<&NodeRef> {
+    pub(in crate::context) fn node(&self) -> Option<&NodeRef> {
         match self {
             Link::Node(node) => Some(node),
             _ => None,
@@ -168,19 +168,19 @@ impl Link {
 
     /// The core that decides when this context is done; `None` if it never will be.
     #[inline]
-    pub(crate) fn core(&self) -> Option<&Core> {
+    pub(in crate::context) fn core(&self) -> Option<&Core> {
         match self {
             Link::Node(node) => node.core(),
             _ => None,
         }
     }
 
-    pub(crate) fn keys(&self) -> u64 {
+    pub(in crate::context) fn keys(&self) -> u64 {
         self.node().map_or(0, |node| node.keys)
     }
 
     /// Whether this is the only reference to its node (so no one else can observe it).
-    pub(crate) fn is_sole_reference(&self) -> bool {
+    pub(in crate::context) fn is_sole_reference(&self) -> bool {
         matches!(self, Link::Node(node) if Arc::strong_count(node) == 1)
     }
 
@@ -196,7 +196,7 @@ impl Link {
     /// A cancellable child: with its own deadline `own` (already reduced to `None` when the
     /// parent's is no later, as Go does), read against `now`; `cause` is reported if that
     /// deadline fires.
-    pub(crate) fn derive_cancel(
+    pub(in crate::context) fn derive_cancel(
         &self,
         own: Option<(Instant, Instant)>,
         cause: Option<Cause>,
@@ -224,7 +224,7 @@ impl Link {
         child
     }
 
-    pub(crate) fn derive_value<V: Send + Sync + 'static>(
+    pub(in crate::context) fn derive_value<V: Send + Sync + 'static>(
         &self,
         key: std::any::TypeId,
         name: &'static str,
@@ -239,17 +239,17 @@ impl Link {
         )
     }
 
-    pub(crate) fn derive_without_cancel(&self) -> Link {
+    pub(in crate::context) fn derive_without_cancel(&self) -> Link {
         self.derive(self.keys(), Kind::WithoutCancel, ())
     }
 
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub(in crate::context) fn deadline(&self) -> Option<Instant> {
         self.core().and_then(|core| core.deadline)
     }
 
     /// Cancels this context and its subtree (the first cancel wins); returns once the whole
     /// subtree is done (invariant 6). Resumes a panic of a user waker after that.
-    pub(crate) fn cancel(&self, err: Error, cause: Option<Cause>) {
+    pub(in crate::context) fn cancel(&self, err: Error, cause: Option<Cause>) {
         if let Some(core) = self.core() {
             resume(walk::cancel(core, err, cause));
         }
@@ -259,7 +259,7 @@ impl Link {
 /// Resumes a panic caught inside the tree, now that its locks are released; unless this
 /// thread is already unwinding (a cancel from a `Drop` during a panic), where a second panic
 /// would abort: then the panic hook's message is all that is left of it.
-pub(crate) fn resume(panic: Option<Panic>) {
+pub(in crate::context) fn resume(panic: Option<Panic>) {
     if let Some(payload) = panic
         && !std::thread::panicking()
     {
@@ -269,7 +269,7 @@ pub(crate) fn resume(panic: Option<Panic>) {
 
 /// Runs user code that must not unwind through the tree: a panic is kept (the first one
 /// only) for [`resume`] once the caller's locks are released.
-pub(crate) fn catch(first: &mut Option<Panic>, f: impl FnOnce()) {
+pub(in crate::context) fn catch(first: &mut Option<Panic>, f: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         first.get_or_insert(payload);
     }

@@ -1,0 +1,13 @@
+//! Integrations with the ecosystem, one module per feature, each built on ctx-core's public
+//! API only (as tokio-util is on tokio's): nothing here can reach the tree, which is private
+//! to `crate::context`.
+//!
+//! | module | feature | gives |
+//! | --- | --- | --- |
+//! | `tokio` | `tokio` | [`Group`](crate::Group), [`spawn`](crate::spawn), [`signal`](crate::signal), [`process`](crate::process) |
+//! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, the axum extractor |
+
+#[cfg(feature = "tower")]
+pub mod http;
+#[cfg(feature = "tokio")]
+pub mod tokio;
