@@ -9,6 +9,7 @@
 //! async runtime. Values ride along with [`with_value`](Context::with_value), keyed by type.
 //!
 //! ```
+//! # #[cfg(feature = "macros")] fn main() {
 //! use std::time::Duration;
 //! use ctx_core::{Context, ContextKey, Error};
 //!
@@ -29,6 +30,8 @@
 //! assert_eq!(handle(&request), Ok(1_007));
 //!
 //! request.cancel(); // or just let it drop
+//! # }
+//! # #[cfg(not(feature = "macros"))] fn main() {}
 //! ```
 //!
 //! # Compared with Go

@@ -177,6 +177,7 @@ impl Context {
     /// every descendant, unless a descendant sets its own `K`. Go's `WithValue`.
     ///
     /// ```
+    /// # #[cfg(feature = "macros")] fn main() {
     /// use ctx_core::{Context, ContextKey};
     ///
     /// #[derive(ContextKey)]
@@ -186,6 +187,8 @@ impl Context {
     /// let inner = outer.with_cancel().with_value(User("bob"));
     /// assert_eq!(outer.value::<User>().unwrap().0, "ann");
     /// assert_eq!(inner.value::<User>().unwrap().0, "bob"); // innermost first
+    /// # }
+    /// # #[cfg(not(feature = "macros"))] fn main() {}
     /// ```
     pub fn with_value<K: ContextKey>(&self, value: K) -> Context {
         Context {
@@ -323,6 +326,7 @@ impl Context {
     /// executor. Nested scopes shadow outer ones for as long as they poll.
     ///
     /// ```
+    /// # #[cfg(feature = "macros")] fn main() {
     /// use ctx_core::{Context, ContextKey};
     ///
     /// #[derive(ContextKey)]
@@ -333,6 +337,8 @@ impl Context {
     ///     Context::current().value::<Tenant>().map(|t| t.0)
     /// }));
     /// assert_eq!(seen, Some(42));
+    /// # }
+    /// # #[cfg(not(feature = "macros"))] fn main() {}
     /// ```
     pub fn scope<F: std::future::Future>(&self, future: F) -> crate::Scoped<F> {
         crate::context::ambient::Scoped::new(self.clone(), future)

@@ -13,6 +13,7 @@ use crate::Context;
 /// Derive it (with the default `macros` feature) on a newtype:
 ///
 /// ```
+/// # #[cfg(feature = "macros")] fn main() {
 /// use ctx_core::{Context, ContextKey};
 ///
 /// #[derive(ContextKey, Debug, PartialEq)]
@@ -22,6 +23,8 @@ use crate::Context;
 /// assert_eq!(ctx.value::<RequestId>(), Some(&RequestId(7)));
 /// assert_eq!(RequestId::from_context(&ctx), Some(&RequestId(7)));
 /// assert_eq!(ctx.to_string(), "context.Background.WithValue(RequestId)");
+/// # }
+/// # #[cfg(not(feature = "macros"))] fn main() {}
 /// ```
 ///
 /// or implement it by hand:
