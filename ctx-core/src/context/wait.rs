@@ -90,11 +90,30 @@ pin_project_lite::pin_project! {
     /// # Cancellation safety
     ///
     /// When the context ends first, the inner future is dropped at once (on that poll).
+    ///
+    /// The one future for this job: the HTTP, gRPC and database integrations race their
+    /// calls through it too ([`Context::into_run`] for one that owns its context).
     #[must_use = "futures do nothing unless polled"]
     pub struct Run<'a, F> {
         #[pin]
         future: Option<F>,
-        waiter: Waiter<&'a Context>,
+        waiter: Waiter<RunContext<'a>>,
+    }
+}
+
+/// The context a [`Run`] races against: borrowed ([`Context::run`]) or owned
+/// ([`Context::into_run`]).
+enum RunContext<'a> {
+    Borrowed(&'a Context),
+    Owned(Context),
+}
+
+impl AsRef<Context> for RunContext<'_> {
+    fn as_ref(&self) -> &Context {
+        match self {
+            RunContext::Borrowed(ctx) => ctx,
+            RunContext::Owned(ctx) => ctx,
+        }
     }
 }
 
@@ -103,7 +122,7 @@ impl<F: Future> Future for Run<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(err) = this.waiter.ctx.err() {
+        if let Some(err) = this.waiter.ctx.as_ref().err() {
             this.future.set(None);
             return Poll::Ready(Err(err));
         }
@@ -127,7 +146,7 @@ impl<F: Future> Future for Run<'_, F> {
 impl<F> fmt::Debug for Run<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run")
-            .field("ctx", self.waiter.ctx)
+            .field("ctx", self.waiter.ctx.as_ref())
             .finish_non_exhaustive()
     }
 }
@@ -182,7 +201,36 @@ impl Context {
         Run {
             future: Some(future.into_future()),
             waiter: Waiter {
-                ctx: self,
+                ctx: RunContext::Borrowed(self),
+                key: None,
+            },
+        }
+    }
+
+    /// Like [`run`](Context::run), owning the context: a `Run<'static, _>` to store in a
+    /// struct or return from a `tower` service (a clone of a `Context` is a reference-count
+    /// increment).
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error, Run};
+    ///
+    /// fn call_backend(ctx: &Context) -> Run<'static, std::future::Ready<u32>> {
+    ///     ctx.clone().into_run(std::future::ready(7))
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let scope = Context::background().with_cancel();
+    /// assert_eq!(call_backend(&scope).await, Ok(7));
+    /// let call = call_backend(&scope);
+    /// scope.cancel();
+    /// assert_eq!(call.await, Err(Error::Cancelled));
+    /// # });
+    /// ```
+    pub fn into_run<F: IntoFuture>(self, future: F) -> Run<'static, F::IntoFuture> {
+        Run {
+            future: Some(future.into_future()),
+            waiter: Waiter {
+                ctx: RunContext::Owned(self),
                 key: None,
             },
         }

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
-use crate::{Context, Done, Error};
+use crate::{Context, Error, Run};
 
 /// The error type of [`PropagateDeadline`]: the inner service's error or a context [`Error`]
 /// (downcast the box to tell which).
@@ -77,40 +77,38 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let ctx = self.ctx.clone().unwrap_or_else(Context::current);
         if let Some(err) = ctx.err() {
-            return DeadlineFuture::failed(ctx, err);
+            return DeadlineFuture::failed(err);
         }
         if let Some(deadline) = ctx.deadline() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return DeadlineFuture::failed(ctx, Error::DeadlineExceeded);
+                return DeadlineFuture::failed(Error::DeadlineExceeded);
             }
             let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
                 .expect("digits and a unit are ASCII");
             request.headers_mut().insert(GRPC_TIMEOUT, value);
         }
         DeadlineFuture {
-            done: ctx.done(),
-            future: Some(self.inner.call(request)),
+            run: Some(ctx.into_run(self.inner.call(request))),
             failed: None,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`PropagateDeadline`].
+    /// The response future of [`PropagateDeadline`]: the call raced against the caller's
+    /// context (a [`Run`]), or the error it failed with before it was sent.
     pub struct DeadlineFuture<F> {
         #[pin]
-        future: Option<F>,
-        done: Done,
+        run: Option<Run<'static, F>>,
         failed: Option<Error>,
     }
 }
 
 impl<F> DeadlineFuture<F> {
-    fn failed(ctx: Context, err: Error) -> DeadlineFuture<F> {
+    fn failed(err: Error) -> DeadlineFuture<F> {
         DeadlineFuture {
-            future: None,
-            done: ctx.done(),
+            run: None,
             failed: Some(err),
         }
     }
@@ -124,31 +122,26 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Some(err) = this.failed.take() {
             return Poll::Ready(Err(Box::new(err)));
         }
-        let Some(future) = this.future.as_mut().as_pin_mut() else {
+        let Some(run) = this.run.as_pin_mut() else {
             panic!("DeadlineFuture polled after completion");
         };
-        if let Poll::Ready(output) = future.poll(cx) {
-            this.future.set(None);
-            return Poll::Ready(output.map_err(Into::into));
-        }
-        match Pin::new(this.done).poll(cx) {
-            Poll::Ready(err) => {
-                this.future.set(None); // drop the call in flight: the connection goes with it
-                Poll::Ready(Err(Box::new(err)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        // When the context ends first, `Run` drops the call in flight (its connection too).
+        run.poll(cx).map(|raced| match raced {
+            Ok(response) => response.map_err(Into::into),
+            Err(err) => Err(Box::new(err) as BoxError),
+        })
     }
 }
 
 impl<F> fmt::Debug for DeadlineFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeadlineFuture")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+            .field("run", &self.run)
+            .field("failed", &self.failed)
+            .finish()
     }
 }
