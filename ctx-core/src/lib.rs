@@ -47,6 +47,135 @@
 //! derivation is one heap allocation; `background()` and `todo()` none; cancel allocates
 //! nothing (but a queue slot per [`AfterFunc`]). Cancel and drop use no recursion, so chains of
 //! any depth are safe.
+//!
+//! # Panic safety
+//!
+//! User code runs inside the tree in a few places: a waker woken by a cancel, a value's
+//! `Drop`, an after-func, the drop of what a waker or an after-func captured. None of their
+//! panics can leave the tree half-cancelled or stop the deadline driver: a cancel always
+//! completes (every descendant done, every waiter woken, every after-func dispatched) before
+//! a waker's panic resumes in the cancelling thread; the driver survives them; after-funcs
+//! run on a pool that survives them. See [`CancelScope`]'s `# Panics`.
+//!
+//! # Features
+//!
+//! | feature | default | gives |
+//! | --- | --- | --- |
+//! | `macros` | yes | [`#[cancellable]`](macro@cancellable) and [`#[derive(ContextKey)]`](macro@ContextKey) |
+//! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`process::output`] |
+//! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec |
+//! | `axum` | | `Context` as an axum extractor (and `tower`) |
+//!
+//! With no feature at all ctx-core depends on nothing but `pin-project-lite`.
+//!
+//! ## `macros`: the context as the default
+//!
+//! ```
+//! # #[cfg(feature = "macros")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{cancellable, Context, Error};
+//!
+//! // Derives a child with a 50 ms budget from the caller's `ctx`; every loop iteration is a
+//! // checkpoint, and the child is cancelled on every way out.
+//! #[cancellable(timeout = "50ms")]
+//! fn count(ctx: &Context, upto: u64) -> Result<u64, Error> {
+//!     let mut n = 0;
+//!     while n < upto {
+//!         n += 1;
+//!     }
+//!     Ok(n)
+//! }
+//!
+//! assert_eq!(count(&Context::background(), 1_000), Ok(1_000));
+//! assert_eq!(count(&Context::background(), u64::MAX), Err(Error::DeadlineExceeded));
+//! # }
+//! # #[cfg(not(feature = "macros"))] fn main() {}
+//! ```
+//!
+//! ## `tokio`: structured concurrency
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] fn main() {
+//! use ctx_core::{Context, Group};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let request = Context::background().with_cancel();
+//! let group = Group::<std::io::Error>::new(&request);
+//! group.spawn(async { Err(std::io::Error::other("users backend down")) });
+//! group.spawn(async {
+//!     // The first failure cancels the group's context: this one stops waiting.
+//!     Context::current().done().await;
+//!     Ok(())
+//! });
+//! let err = group.wait().await.unwrap_err();
+//! assert_eq!(err.to_string(), "users backend down");
+//! # });
+//! # }
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! ```
+//!
+//! ## `tower`: a deadline on every hop
+//!
+//! ```
+//! # #[cfg(feature = "tower")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, http::{ContextLayer, PropagateDeadlineLayer, GRPC_TIMEOUT}};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # futures::executor::block_on(async {
+//! // Server side: each request gets a child of the server's root, with the deadline its
+//! // `grpc-timeout` asks for (capped at 2 s), as `Context::current()` of the handler.
+//! let root = Context::background().with_cancel();
+//! let server = ContextLayer::new(&root).max_timeout(Duration::from_secs(2)).layer(service_fn(
+//!     |_request: http::Request<String>| async {
+//!         let deadline = Context::current().deadline();
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(format!("{}", deadline.is_some())))
+//!     },
+//! ));
+//! let request = http::Request::builder().header(GRPC_TIMEOUT, "100m").body(String::new()).unwrap();
+//! assert_eq!(server.oneshot(request).await.unwrap().into_body(), "true");
+//!
+//! // Client side: the caller's remaining budget travels as `grpc-timeout`.
+//! let caller = Context::background().with_timeout(Duration::from_secs(1));
+//! let mut client = PropagateDeadlineLayer::with_context(&caller).layer(service_fn(
+//!     |request: http::Request<()>| async move {
+//!         Ok::<_, std::convert::Infallible>(request.headers().contains_key(GRPC_TIMEOUT))
+//!     },
+//! ));
+//! let sent = client.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//! assert!(sent);
+//! # });
+//! # }
+//! # #[cfg(not(feature = "tower"))] fn main() {}
+//! ```
+//!
+//! ## `axum`: the request's context as an extractor
+//!
+//! ```
+//! # #[cfg(feature = "axum")] fn main() {
+//! use axum::{Router, routing::get};
+//! use ctx_core::{Context, http::ContextLayer};
+//! use tower::ServiceExt;
+//!
+//! async fn handler(ctx: Context) -> String {
+//!     format!("{}", ctx.deadline().is_some())
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let root = Context::background().with_cancel();
+//! let app = Router::new().route("/", get(handler)).layer(ContextLayer::new(&root));
+//! let request = http::Request::builder()
+//!     .uri("/")
+//!     .header("grpc-timeout", "1S")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+//! assert_eq!(&body[..], b"true");
+//! # });
+//! # }
+//! # #[cfg(not(feature = "axum"))] fn main() {}
+//! ```
 
 #![warn(missing_docs)]
 
