@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
 
 /// Why a context is done: the value of [`Context::err`](crate::Context::err).
@@ -88,7 +89,11 @@ impl From<Error> for std::io::Error {
 /// assert!(cause.downcast_ref::<Overloaded>().is_some());
 /// ```
 #[derive(Clone)]
-pub struct Cause(Repr);
+pub struct Cause {
+    repr: Repr,
+    /// Where the context was ended (see [`Cause::location`]); set by the tree.
+    location: Option<&'static Location<'static>>,
+}
 
 #[derive(Clone)]
 enum Repr {
@@ -109,14 +114,50 @@ impl fmt::Display for Message {
 impl StdError for Message {}
 
 impl Cause {
+    fn new(repr: Repr) -> Cause {
+        Cause {
+            repr,
+            location: None,
+        }
+    }
+
+    /// This cause, as reported for a context ended at `location`.
+    pub(in crate::context) fn at(mut self, location: Option<&'static Location<'static>>) -> Cause {
+        self.location = location;
+        self
+    }
+
+    /// Where the context was ended: the `cancel`/`cancel_with` call; for a scope that was
+    /// dropped, the call that created it; for a deadline that fired, the call that set it.
+    /// `None` for a cause not (yet) reported by a context.
+    ///
+    /// The alternate `Display` (`{:#}`) adds it: `client went away (at src/main.rs:12:5)`.
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// let scope = Context::background().with_cancel();
+    /// let ctx = scope.context().clone();
+    /// let line = line!() + 1;
+    /// scope.cancel_with("client went away");
+    /// let cause = ctx.cause().unwrap();
+    /// let at = cause.location().unwrap();
+    /// assert_eq!((at.file(), at.line()), (file!(), line));
+    /// assert_eq!(cause.to_string(), "client went away");
+    /// assert_eq!(format!("{cause:#}"), format!("client went away (at {at})"));
+    /// ```
+    pub fn location(&self) -> Option<&'static Location<'static>> {
+        self.location
+    }
+
     /// Wraps any error as a cause.
     pub fn from_error<E: StdError + Send + Sync + 'static>(err: E) -> Cause {
-        Cause(Repr::Other(Arc::new(err)))
+        Cause::new(Repr::Other(Arc::new(err)))
     }
 
     /// The cause as a `std::error::Error` trait object.
     pub fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
-        match &self.0 {
+        match &self.repr {
             Repr::Context(err) => err,
             Repr::Other(err) => &**err,
         }
@@ -133,15 +174,20 @@ impl Cause {
     }
 }
 
+/// The cause's own text; with `{:#}`, followed by where the context was ended.
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.as_error(), f)
+        fmt::Display::fmt(self.as_error(), f)?;
+        match self.location {
+            Some(at) if f.alternate() => write!(f, " (at {at})"),
+            _ => Ok(()),
+        }
     }
 }
 
 impl fmt::Debug for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match &self.repr {
             Repr::Context(err) => f.debug_tuple("Cause").field(err).finish(),
             Repr::Other(err) => f.debug_tuple("Cause").field(err).finish(),
         }
@@ -158,7 +204,7 @@ impl StdError for Cause {
 /// `Cause::from(&str)`/`String`, or clones of one cause.
 impl PartialEq for Cause {
     fn eq(&self, other: &Cause) -> bool {
-        match (&self.0, &other.0) {
+        match (&self.repr, &other.repr) {
             (Repr::Context(a), Repr::Context(b)) => a == b,
             (Repr::Other(a), Repr::Other(b)) => {
                 Arc::ptr_eq(a, b)
@@ -174,13 +220,13 @@ impl PartialEq for Cause {
 
 impl PartialEq<Error> for Cause {
     fn eq(&self, other: &Error) -> bool {
-        matches!(&self.0, Repr::Context(err) if err == other)
+        matches!(&self.repr, Repr::Context(err) if err == other)
     }
 }
 
 impl From<Error> for Cause {
     fn from(err: Error) -> Cause {
-        Cause(Repr::Context(err))
+        Cause::new(Repr::Context(err))
     }
 }
 
@@ -198,7 +244,7 @@ impl From<String> for Cause {
 
 impl From<Box<dyn StdError + Send + Sync + 'static>> for Cause {
     fn from(err: Box<dyn StdError + Send + Sync + 'static>) -> Cause {
-        Cause(Repr::Other(Arc::from(err)))
+        Cause::new(Repr::Other(Arc::from(err)))
     }
 }
 

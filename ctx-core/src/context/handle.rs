@@ -1,6 +1,7 @@
 //! The public handle: [`Context`], a cheap, cloneable reference to a node of the tree.
 
 use std::fmt;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use super::error::{Cause, Error};
@@ -88,9 +89,20 @@ impl Context {
         self.link.core()
     }
 
-    /// Cancels this context and its subtree with `err`; returns once all of it is done.
-    pub(in crate::context) fn cancel(&self, err: Error, cause: Option<Cause>) {
-        self.link.cancel(err, cause);
+    /// Cancels this context and its subtree with `err`, ended `at` there; returns once all
+    /// of it is done.
+    pub(in crate::context) fn cancel(
+        &self,
+        err: Error,
+        cause: Option<Cause>,
+        at: &'static Location<'static>,
+    ) {
+        self.link.cancel(err, cause, at);
+    }
+
+    /// Where this context was derived, if it is a cancellable one.
+    pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
+        self.link.created()
     }
 
     /// A child that ends when [`CancelScope`] is cancelled or dropped, or when `self` ends.
@@ -104,6 +116,7 @@ impl Context {
     /// parent.cancel(); // cancels every descendant before it returns
     /// assert_eq!(child.err(), Some(Error::Cancelled));
     /// ```
+    #[track_caller]
     pub fn with_cancel(&self) -> CancelScope {
         self.derive_cancel(None, None)
     }
@@ -119,6 +132,7 @@ impl Context {
     /// let scope = Context::background().with_deadline(Instant::now() + Duration::from_millis(10));
     /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
     /// ```
+    #[track_caller]
     pub fn with_deadline(&self, deadline: Instant) -> CancelScope {
         self.derive_cancel(Some((deadline, Instant::now())), None)
     }
@@ -133,12 +147,14 @@ impl Context {
     /// assert!(scope.deadline().is_some());
     /// assert!(!scope.is_cancelled());
     /// ```
+    #[track_caller]
     pub fn with_timeout(&self, timeout: Duration) -> CancelScope {
         self.derive_cancel(Some(deadline_after(timeout)), None)
     }
 
     /// Like [`with_deadline`](Context::with_deadline), and when the deadline fires,
     /// [`cause`](Context::cause) reports `cause`. Go's `WithDeadlineCause`.
+    #[track_caller]
     pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<Cause>) -> CancelScope {
         self.derive_cancel(Some((deadline, Instant::now())), Some(cause.into()))
     }
@@ -154,12 +170,14 @@ impl Context {
     /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
     /// assert_eq!(scope.cause().unwrap().to_string(), "backend too slow");
     /// ```
+    #[track_caller]
     pub fn with_timeout_cause(&self, timeout: Duration, cause: impl Into<Cause>) -> CancelScope {
         self.derive_cancel(Some(deadline_after(timeout)), Some(cause.into()))
     }
 
     /// `deadline` comes with the time it was computed against, so deriving reads the clock
     /// once.
+    #[track_caller]
     fn derive_cancel(
         &self,
         deadline: Option<(Instant, Instant)>,
@@ -169,7 +187,7 @@ impl Context {
         let parent_deadline = self.deadline();
         let own = deadline.filter(|(at, _)| parent_deadline.is_none_or(|p| p >= *at));
         CancelScope::new(Context {
-            link: self.link.derive_cancel(own, cause),
+            link: self.link.derive_cancel(own, cause, Location::caller()),
         })
     }
 

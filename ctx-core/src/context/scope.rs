@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::panic::Location;
 
 use super::error::{Cause, Error};
 use crate::Context;
@@ -43,7 +44,10 @@ pub struct CancelScope {
 impl CancelScope {
     pub(in crate::context) fn new(ctx: Context) -> CancelScope {
         CancelScope {
-            handle: CancelHandle { ctx },
+            handle: CancelHandle {
+                ctx,
+                cancelled: false,
+            },
         }
     }
 
@@ -54,12 +58,14 @@ impl CancelScope {
 
     /// Cancels the context (and every descendant, before returning) with
     /// [`Error::Cancelled`]. A no-op if it is already done: the first cancel wins.
+    #[track_caller]
     pub fn cancel(self) {
         self.handle.cancel();
     }
 
     /// Cancels like [`cancel`](CancelScope::cancel), recording `cause` for
     /// [`Context::cause`]. Go's `WithCancelCause`.
+    #[track_caller]
     pub fn cancel_with(self, cause: impl Into<Cause>) {
         self.handle.cancel_with(cause);
     }
@@ -108,21 +114,29 @@ impl fmt::Debug for CancelScope {
 /// Obtained from [`CancelScope::into_parts`].
 pub struct CancelHandle {
     ctx: Context,
+    /// Whether `cancel`/`cancel_with` ran (the drop has nothing left to do).
+    cancelled: bool,
 }
 
 impl CancelHandle {
-    /// Cancels the context with [`Error::Cancelled`]; the first cancel wins.
-    pub fn cancel(self) {
-        drop(self); // `Drop` cancels
+    /// Cancels the context with [`Error::Cancelled`]; the first cancel wins. The cause's
+    /// [`location`](Cause::location) is this call.
+    #[track_caller]
+    pub fn cancel(mut self) {
+        self.cancelled = true;
+        // Sole reference: no one could observe it (see `Drop`).
+        if !self.ctx.is_sole_reference() {
+            self.ctx.cancel(Error::Cancelled, None, Location::caller());
+        }
     }
 
-    /// Cancels the context with [`Error::Cancelled`], recording `cause`.
-    pub fn cancel_with(self, cause: impl Into<Cause>) {
-        self.cancel_now(Some(cause.into()));
-    }
-
-    fn cancel_now(&self, cause: Option<Cause>) {
-        self.ctx.cancel(Error::Cancelled, cause);
+    /// Cancels the context with [`Error::Cancelled`], recording `cause` (and this call as
+    /// its [`location`](Cause::location)).
+    #[track_caller]
+    pub fn cancel_with(mut self, cause: impl Into<Cause>) {
+        self.cancelled = true;
+        self.ctx
+            .cancel(Error::Cancelled, Some(cause.into()), Location::caller());
     }
 }
 
@@ -130,11 +144,15 @@ impl Drop for CancelHandle {
     fn drop(&mut self) {
         // Nothing else references the context (no clone, child, value node, waiter or
         // after-func; each holds a reference), so no one could observe its cancel: the node
-        // is about to be freed, and its `Drop` unlinks it and releases its timer.
-        if self.ctx.is_sole_reference() {
+        // is about to be freed, and its `Drop` unlinks it, releases its timer and dispatches
+        // its after-funcs.
+        if self.cancelled || self.ctx.is_sole_reference() {
             return;
         }
-        self.cancel_now(None);
+        // `Drop` cannot track its caller: the cause's location is where the scope was made.
+        if let Some(created) = self.ctx.created() {
+            self.ctx.cancel(Error::Cancelled, None, created);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! A cancellable node's [`Core`]: its state, cause, waiters and after-funcs, and the
 //! children list head (the list itself is `walk.rs`'s).
 
+use std::panic::Location;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::task::Waker;
@@ -24,6 +25,8 @@ pub(in crate::context) struct Core {
     pub(in crate::context) deadline: Option<Instant>,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
     pub(super) own_deadline: bool,
+    /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
+    pub(super) created: &'static Location<'static>,
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
     pub(super) timer_slot: AtomicUsize,
     /// Links in the owner's child list (invariant 2).
@@ -43,6 +46,8 @@ pub(super) struct Inner {
     /// The cause given to the cancel that ended this core, when this core was the walk root;
     /// until then, the cause to report if the own deadline fires (`with_deadline_cause`).
     pub(super) cause: Option<Cause>,
+    /// Where the walk root was ended (`Cause::location`), once it was.
+    pub(super) ended_at: Option<&'static Location<'static>>,
     pub(super) first_child: *const Core,
     pub(super) waiters: Slab<Waker>,
     pub(super) after_funcs: Slab<AfterFn>,
@@ -53,8 +58,8 @@ unsafe impl Send for Inner {}
 
 /// Where a cancel's cause is recorded: in the cancelled core, or in its walk root.
 pub(super) enum Origin {
-    /// This core is the walk root, cancelled with this cause.
-    Own(Option<Cause>),
+    /// This core is the walk root, cancelled with this cause, there.
+    Own(Option<Cause>, &'static Location<'static>),
     /// This core is the walk root, and its cause was stored at creation (a deadline's).
     Preset,
     /// Ended by the walk rooted at this core.
@@ -66,11 +71,13 @@ impl Core {
         deadline: Option<Instant>,
         own_deadline: bool,
         deadline_cause: Option<Cause>,
+        created: &'static Location<'static>,
     ) -> Core {
         Core {
             state: AtomicU8::new(LIVE),
             deadline,
             own_deadline,
+            created,
             timer_slot: AtomicUsize::new(timer::NO_SLOT),
             owner: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
@@ -79,6 +86,7 @@ impl Core {
             cause_from: AtomicPtr::new(ptr::null_mut()),
             inner: Mutex::new(Inner {
                 cause: deadline_cause,
+                ended_at: None,
                 first_child: ptr::null(),
                 waiters: Slab::new(),
                 after_funcs: Slab::new(),
@@ -110,12 +118,9 @@ impl Core {
         let err = self.err()?;
         // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
         let origin = unsafe { &*self.walk_root() };
-        Some(
-            lock(&origin.inner)
-                .cause
-                .clone()
-                .unwrap_or(Cause::from(err)),
-        )
+        let inner = lock(&origin.inner);
+        let cause = inner.cause.clone().unwrap_or(Cause::from(err));
+        Some(cause.at(inner.ended_at))
     }
 
     /// The root of the walk that ended this (done) core: itself or an ancestor.
@@ -224,8 +229,14 @@ impl Core {
         panic: &mut Option<Panic>,
     ) -> Option<Cause> {
         let replaced = match origin {
-            Origin::Own(cause) => std::mem::replace(&mut inner.cause, cause.clone()),
-            Origin::Preset => None,
+            Origin::Own(cause, at) => {
+                inner.ended_at = Some(at);
+                std::mem::replace(&mut inner.cause, cause.clone())
+            }
+            Origin::Preset => {
+                inner.ended_at = Some(self.created);
+                None
+            }
             Origin::Walk(root) => {
                 self.cause_from.store(*root as *mut Core, Relaxed);
                 None

@@ -84,6 +84,7 @@ pub(in crate::context) mod timer;
 mod walk;
 
 use std::any::Any;
+use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -200,13 +201,11 @@ impl Link {
         &self,
         own: Option<(Instant, Instant)>,
         cause: Option<Cause>,
+        created: &'static Location<'static>,
     ) -> Link {
         let effective = own.map(|(at, _)| at).or_else(|| self.deadline());
-        let child = self.derive(
-            self.keys(),
-            Kind::Cancel(Core::new(effective, own.is_some(), own.and(cause))),
-            (),
-        );
+        let core = Core::new(effective, own.is_some(), own.and(cause), created);
+        let child = self.derive(self.keys(), Kind::Cancel(core), ());
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -249,9 +248,22 @@ impl Link {
 
     /// Cancels this context and its subtree (the first cancel wins); returns once the whole
     /// subtree is done (invariant 6). Resumes a panic of a user waker after that.
-    pub(in crate::context) fn cancel(&self, err: Error, cause: Option<Cause>) {
+    pub(in crate::context) fn cancel(
+        &self,
+        err: Error,
+        cause: Option<Cause>,
+        at: &'static Location<'static>,
+    ) {
         if let Some(core) = self.core() {
-            resume(walk::cancel(core, err, cause));
+            resume(walk::cancel(core, err, cause, at));
+        }
+    }
+
+    /// Where this cancellable context was created (for a scope's drop).
+    pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
+        match self.node().map(|node| &node.kind) {
+            Some(Kind::Cancel(core)) => Some(core.created),
+            _ => None,
         }
     }
 }

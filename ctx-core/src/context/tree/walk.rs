@@ -6,6 +6,7 @@
 //! onto the root's own list (adoption, as tokio-util's tree does), until the list is empty.
 //! A cancel that finds its core already done waits for the walk that ended it.
 
+use std::panic::Location;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
@@ -18,8 +19,13 @@ use crate::sync::lock;
 /// removes `core` from its owner's list. Returns once the whole subtree is done, whichever
 /// cancel won (invariant 6), with the first panic of a user waker, if any, for the caller to
 /// resume. Allocates nothing (but what the after-func pool needs).
-pub(in crate::context) fn cancel(core: &Core, err: Error, cause: Option<Cause>) -> Option<Panic> {
-    walk(core, err, Origin::Own(cause))
+pub(in crate::context) fn cancel(
+    core: &Core,
+    err: Error,
+    cause: Option<Cause>,
+    at: &'static Location<'static>,
+) -> Option<Panic> {
+    walk(core, err, Origin::Own(cause, at))
 }
 
 /// Fires a core's own deadline (called by the timer driver, and by a derivation whose
