@@ -192,3 +192,30 @@ fn disarm_races_fire() {
         ctx_core::__stop_deadline_driver();
     });
 }
+
+/// Both parents of a merge cancel at once: the merge ends with one of their causes, and
+/// it is done by the time either cancel returns.
+#[test]
+fn both_parents_of_a_merge_cancel_at_once() {
+    loom::model(|| {
+        let (first, cancel_first) = Context::background().with_cancel().into_parts();
+        let (second, cancel_second) = Context::background().with_cancel().into_parts();
+        let merged = first.merge(&second);
+        let seen = merged.context().clone();
+        let other = thread::spawn(move || {
+            cancel_second.cancel_with("second");
+            assert!(
+                seen.is_cancelled(),
+                "the merge outlived its second parent's cancel"
+            );
+        });
+        cancel_first.cancel_with("first");
+        assert!(
+            merged.is_cancelled(),
+            "the merge outlived its first parent's cancel"
+        );
+        other.join().unwrap();
+        let cause = merged.cause().unwrap().to_string();
+        assert!(cause == "first" || cause == "second", "{cause}");
+    });
+}

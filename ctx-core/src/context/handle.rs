@@ -289,17 +289,36 @@ impl Context {
         if self.link.keys() & summary_bit::<K>() == 0 {
             return None;
         }
-        let wanted = std::any::TypeId::of::<K>();
-        let mut link = &self.link;
-        while let Link::Node(node) = link {
-            if let Kind::Value { key, .. } = &node.kind
-                && *key == wanted
-            {
-                return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
-            }
-            link = &node.parent;
-        }
-        None
+        find_value(&self.link, std::any::TypeId::of::<K>())
+    }
+
+    /// A context that ends when either `self` or `other` ends, with the error and cause of
+    /// the first to end; its deadline is the earlier of theirs, and its values are looked up
+    /// in `self`, then in `other`. Go declined this (golang/go#36503) and every project
+    /// writes its own; here it costs one allocation, no thread and no task.
+    ///
+    /// The merged context is a child of `self` in the tree (a cancel of `self` reaches it
+    /// before returning, like any child) and is registered with `other`, which ends it right
+    /// after its own subtree, before its cancel returns. Dropping the returned
+    /// [`CancelScope`] cancels the merge and unregisters it from both, so a long-lived
+    /// `other` (a server's root, say) does not grow.
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let request = Context::background().with_cancel(); // the client's request
+    /// let server = Context::background().with_cancel();  // the server's lifetime
+    /// let work = request.merge(&server);
+    /// server.cancel_with("shutting down");
+    /// assert_eq!(work.err(), Some(Error::Cancelled));
+    /// assert_eq!(work.cause().unwrap().to_string(), "shutting down");
+    /// assert!(!request.is_cancelled());
+    /// ```
+    #[track_caller]
+    pub fn merge(&self, other: &Context) -> CancelScope {
+        CancelScope::new(Context {
+            link: self.link.derive_merge(&other.link, Location::caller()),
+        })
     }
 
     /// Runs `f` once this context is done (at once if it already is), unless
@@ -369,6 +388,30 @@ impl Context {
     }
 }
 
+/// The innermost value of key type `wanted` from `link` up: a merged node's parent chain
+/// first, then its other context's.
+fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Option<&K> {
+    while let Link::Node(node) = link {
+        match &node.kind {
+            Kind::Value { key, .. } if *key == wanted => {
+                return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
+            }
+            Kind::Merge(_) => {
+                if let Some(merged) = node.merged() {
+                    if let Some(found) = find_value(&node.parent, wanted) {
+                        return Some(found);
+                    }
+                    link = &merged.other;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        link = &node.parent;
+    }
+    None
+}
+
 /// The deadline `timeout` from now, and now.
 fn deadline_after(timeout: Duration) -> (Instant, Instant) {
     let now = Instant::now();
@@ -408,6 +451,16 @@ impl fmt::Display for Context {
                 },
                 Kind::Value { name, .. } => write!(f, ".WithValue({name})")?,
                 Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
+                Kind::Merge(_) => match node.merged() {
+                    Some(merged) => write!(
+                        f,
+                        ".Merge({})",
+                        Context {
+                            link: merged.other.clone()
+                        }
+                    )?,
+                    None => f.write_str(".Merge")?,
+                },
             }
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use super::slab::Slab;
-use super::{NodeRef, Panic, catch, timer};
+use super::{NodeRef, Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
 
@@ -51,6 +51,9 @@ pub(super) struct Inner {
     pub(super) first_child: *const Core,
     pub(super) waiters: Slab<Waker>,
     pub(super) after_funcs: Slab<AfterFn>,
+    /// Merged contexts (`Context::merge`) whose other parent this core is: they end when it
+    /// does, right after the walk that ends it (invariant 9).
+    pub(super) merges: Slab<WeakNode>,
 }
 
 // SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
@@ -90,6 +93,7 @@ impl Core {
                 first_child: ptr::null(),
                 waiters: Slab::new(),
                 after_funcs: Slab::new(),
+                merges: Slab::new(),
             }),
         }
     }
@@ -218,7 +222,23 @@ impl Core {
         removed.is_some()
     }
 
-    /// Marks this core done, wakes its waiters, dispatches its after-funcs and disarms its
+    /// Registers a merged node to end when this core does; `Err` if it already has.
+    pub(super) fn watch(&self, merged: WeakNode) -> Result<usize, WeakNode> {
+        let mut inner = lock(&self.inner);
+        if self.is_done() {
+            return Err(merged);
+        }
+        Ok(inner.merges.insert(merged))
+    }
+
+    /// Forgets a merged node's registration (it is being dropped).
+    pub(super) fn unwatch(&self, key: usize) {
+        let removed = lock(&self.inner).merges.remove(key);
+        drop(removed); // a `Weak`: freeing it runs no user code, but no need to hold the lock
+    }
+
+    /// Marks this core done, wakes its waiters, dispatches its after-funcs, hands its merged
+    /// nodes to `merges` (ended by the caller once its locks are released) and disarms its
     /// timer. Called under the core's own lock, once (the caller checked the state). Returns
     /// the cause it replaced, for the caller to drop after its locks (user code).
     pub(super) fn finish(
@@ -227,6 +247,7 @@ impl Core {
         err: Error,
         origin: &Origin,
         panic: &mut Option<Panic>,
+        merges: &mut Vec<WeakNode>,
     ) -> Option<Cause> {
         let replaced = match origin {
             Origin::Own(cause, at) => {
@@ -252,6 +273,7 @@ impl Core {
         for f in inner.after_funcs.take_all() {
             super::dispatch_after_func(f);
         }
+        merges.extend(inner.merges.take_all());
         if self.own_deadline {
             timer::disarm(self);
         }

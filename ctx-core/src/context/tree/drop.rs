@@ -8,7 +8,7 @@ use super::{Kind, Link, Node, Panic, catch, resume, timer, walk};
 
 impl<V: ?Sized> Drop for Node<V> {
     fn drop(&mut self) {
-        if let Kind::Cancel(core) = &mut self.kind {
+        if let Kind::Cancel(core) | Kind::Merge(core) = &mut self.kind {
             if core.own_deadline {
                 timer::disarm(core);
             }

@@ -30,7 +30,9 @@
 //!    are both held.
 //! 3. **Owners are ancestors.** A child's owner is always one of its ancestors, so the
 //!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
-//!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors.
+//!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors,
+//!    and a merged node holds its second parent (`Merged::other`), so the core it is
+//!    registered with outlives the registration.
 //! 4. **Unlink before free.** A node disarms its timer and unlinks itself from its owner in
 //!    `Drop`, before any of its fields are dropped. Hence, while a thread holds an owner's
 //!    lock, every core in that owner's list is valid memory, even if its node's reference
@@ -50,6 +52,12 @@
 //!    and then reads `next_wake`; the driver stores `next_wake` and then reads `epoch` before
 //!    it sleeps (all `SeqCst`). Either the driver sees the new epoch and rescans, or the arm
 //!    sees when the driver will wake and wakes it sooner.
+//! 9. **Merges end after the walk, before the cancel returns.** A merged node is a child of
+//!    its first parent (in its list, like any child) and is registered, by a weak reference,
+//!    in its second parent's core. A walk takes the registrations of every core it ends and,
+//!    once its locks are released, walks each merged node with the root's error and cause.
+//!    So no lock is ever taken across two parents' trees (no lock-order cycle, however
+//!    merges nest), and the cancel of either parent returns only once the merge is done.
 //!
 //! # Lock order
 //!
@@ -94,10 +102,12 @@ use crate::context::error::{Cause, Error};
 pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
 pub(in crate::context) use self::core::{AfterFn, Core};
 #[cfg(test)]
-pub(in crate::context) use self::walk::child_count;
+pub(in crate::context) use self::walk::{child_count, merge_count};
 
 /// A node whose value has been erased.
 pub(in crate::context) type NodeRef = Arc<Node<dyn Any + Send + Sync>>;
+/// A reference that does not keep a node alive (timer slots, merge registrations).
+pub(in crate::context) type WeakNode = std::sync::Weak<Node<dyn Any + Send + Sync>>;
 
 /// A panic payload caught inside the tree, to resume once its locks are released.
 pub(in crate::context) type Panic = Box<dyn Any + Send + 'static>;
@@ -132,6 +142,43 @@ pub(in crate::context) enum Kind {
     },
     /// `without_cancel`: values pass through, cancellation does not.
     WithoutCancel,
+    /// `merge`: cancellable, a child of its parent in the tree, and ended by a second
+    /// context too (the node's value is a [`Merged`]).
+    Merge(Core),
+}
+
+/// The value of a `Merge` node: the second parent.
+pub(in crate::context) struct Merged {
+    /// The other context: searched for values after the parent's chain, and kept alive so
+    /// that its core can hold our registration (invariant 3).
+    pub(in crate::context) other: Link,
+    /// Our registration in `other`'s core, or `NO_WATCH`.
+    watch: crate::sync::AtomicUsize,
+}
+
+const NO_WATCH: usize = usize::MAX;
+
+/// Dropped with its node, after the node unlinked itself: the registration in `other`'s core
+/// goes too, so a long-lived `other` does not grow (`other` is still alive: we hold it).
+impl Drop for Merged {
+    fn drop(&mut self) {
+        let key = self.watch.load(std::sync::atomic::Ordering::Relaxed);
+        if key != NO_WATCH
+            && let Some(core) = self.other.core()
+        {
+            core.unwatch(key);
+        }
+    }
+}
+
+impl Node<dyn Any + Send + Sync> {
+    /// The second parent, for a merged node.
+    pub(in crate::context) fn merged(&self) -> Option<&Merged> {
+        match self.kind {
+            Kind::Merge(_) => (&self.value as &dyn Any).downcast_ref::<Merged>(),
+            _ => None,
+        }
+    }
 }
 
 /// A pointer to an ancestor's [`Core`].
@@ -149,7 +196,7 @@ impl<V: ?Sized> Node<V> {
     #[inline]
     pub(in crate::context) fn core(&self) -> Option<&Core> {
         match &self.kind {
-            Kind::Cancel(core) => Some(core),
+            Kind::Cancel(core) | Kind::Merge(core) => Some(core),
             // SAFETY: `core` points at the core of a cancellable ancestor, which our `parent`
             // chain keeps alive for as long as `self` lives (invariant 3).
             Kind::Value { core, .. } => core.map(|p| unsafe { p.0.as_ref() }),
@@ -223,6 +270,51 @@ impl Link {
         child
     }
 
+    /// A child of `self` that also ends when `other` does (with `other`'s error and cause),
+    /// whose deadline is the earlier of the two and whose values are `self`'s, then
+    /// `other`'s.
+    pub(in crate::context) fn derive_merge(
+        &self,
+        other: &Link,
+        created: &'static Location<'static>,
+    ) -> Link {
+        let deadline = match (self.deadline(), other.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let merged = Merged {
+            other: other.clone(),
+            watch: crate::sync::AtomicUsize::new(NO_WATCH),
+        };
+        let kind = Kind::Merge(Core::new(deadline, false, None, created));
+        let child = self.derive(self.keys() | other.keys(), kind, merged);
+        let Link::Node(node) = &child else {
+            unreachable!("derive makes a node")
+        };
+        let core = node.core().expect("a merge node has a core");
+        if let Some(parent) = self.core() {
+            parent.attach(core);
+        }
+        if let Some(second) = other.core() {
+            match second.watch(Arc::downgrade(node)) {
+                Ok(key) => {
+                    let merged = node.merged().expect("a merge node holds a Merged");
+                    merged
+                        .watch
+                        .store(key, std::sync::atomic::Ordering::Relaxed);
+                }
+                // `other` already ended: so does the merge (unless `self` did first).
+                Err(_) => {
+                    if let (Some(err), Some(cause)) = (second.err(), second.cause()) {
+                        let at = cause.location().unwrap_or(created);
+                        resume(walk::cancel(core, err, Some(cause), at));
+                    }
+                }
+            }
+        }
+        child
+    }
+
     pub(in crate::context) fn derive_value<V: Send + Sync + 'static>(
         &self,
         key: std::any::TypeId,
@@ -262,7 +354,7 @@ impl Link {
     /// Where this cancellable context was created (for a scope's drop).
     pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
         match self.node().map(|node| &node.kind) {
-            Some(Kind::Cancel(core)) => Some(core.created),
+            Some(Kind::Cancel(core) | Kind::Merge(core)) => Some(core.created),
             _ => None,
         }
     }

@@ -48,7 +48,8 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
     }
     let walking = Walking::enter(core);
     let mut panic = None;
-    let replaced = core.finish(&mut inner, err, &origin, &mut panic);
+    let mut merges = Vec::new(); // allocates only if the subtree has merged contexts
+    let replaced = core.finish(&mut inner, err, &origin, &mut panic, &mut merges);
     let root = Origin::Walk(core);
     while let Some(child) = pop_child(&mut inner) {
         // SAFETY: popped under our lock; the child cannot be freed before its `Drop` gets our
@@ -61,7 +62,7 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
             continue;
         }
         // `Walk` origins replace no cause.
-        let _ = child.finish(&mut child_inner, err, &root, &mut panic);
+        let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
         // Adopt the grandchildren: we now hold both their old and their new owner's locks.
         while let Some(grandchild) = pop_child(&mut child_inner) {
             // SAFETY: valid while we hold the child's lock (invariant 4); once pushed onto our
@@ -69,10 +70,25 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
             push_child(core, &mut inner, unsafe { &*grandchild });
         }
     }
+    // Merged contexts take this walk's error and cause (invariant 9).
+    let forwarded = (!merges.is_empty()).then(|| {
+        let at = inner.ended_at.unwrap_or(core.created);
+        (inner.cause.clone(), at)
+    });
     drop(inner);
     drop(walking);
     unlink(core);
     drop(replaced); // a user error's drop: after the locks
+    if let Some((cause, at)) = forwarded {
+        for merged in merges {
+            if let Some(node) = merged.upgrade()
+                && let Some(merged) = node.core()
+            {
+                let more = walk(merged, err, Origin::Own(cause.clone(), at));
+                panic = panic.or(more);
+            }
+        }
+    }
     panic
 }
 
@@ -192,4 +208,9 @@ pub(in crate::context) fn child_count(core: &Core) -> usize {
         cur = unsafe { &*cur }.next.load(Relaxed);
     }
     n
+}
+
+#[cfg(test)]
+pub(in crate::context) fn merge_count(core: &Core) -> usize {
+    lock(&core.inner).merges.len()
 }
