@@ -7,14 +7,30 @@
 //!   context, with the deadline of its `grpc-timeout` header (capped), cancelled when the
 //!   client disconnects or the root is cancelled at shutdown;
 //! - on the client, [`PropagateDeadlineLayer`] sends the remaining time of the caller's
-//!   context as `grpc-timeout`, and drops the call when that context ends.
+//!   context as `grpc-timeout`, and drops the call when that context ends;
+//! - over gRPC (feature `tonic`), [`grpc::ServerLayer`] and [`grpc::ClientLayer`] do the
+//!   same for tonic servers and channels, with gRPC's statuses (`DEADLINE_EXCEEDED` on
+//!   expiry, mid-stream too);
+//! - with reqwest (feature `reqwest`), [`DeadlineMiddleware`] gives each request its
+//!   context's remaining time as its timeout, and drops it when the context ends.
+//!
+//! A call that a context ended names itself in a [`HopError`] (what was called, on which
+//! host, which side ran out), so a log says where the budget ran out.
 
 mod client;
 #[cfg(feature = "axum")]
 mod extract;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 mod grpc_timeout;
+mod hop;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod server;
 
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::DeadlineMiddleware;
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_grpc_timeout};
+pub use hop::{HopError, Origin};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};

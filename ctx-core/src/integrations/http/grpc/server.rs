@@ -1,0 +1,414 @@
+//! [`ServerLayer`]: a context per RPC for tonic servers, answering `DEADLINE_EXCEEDED` when
+//! it expires.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::status::{grpc_status_code, server_status};
+use crate::http::ClientDisconnected;
+use crate::http::grpc_timeout::{GRPC_TIMEOUT, parse_grpc_timeout};
+use crate::{CancelScope, Cause, Context, Done, Run, Scoped};
+
+/// A tower layer for [`tonic::transport::Server::builder().layer(..)`][layer] that gives
+/// each RPC its own [`Context`]:
+///
+/// - a child of the server's root, so cancelling the root (at shutdown) cancels every RPC in
+///   flight, which then answers `UNAVAILABLE` with the root's cause;
+/// - with the deadline the client sent as `grpc-timeout`, capped by
+///   [`max_timeout`](ServerLayer::max_timeout), or [`default_timeout`](ServerLayer::default_timeout)
+///   when it sent none; a malformed `grpc-timeout` is answered `INVALID_ARGUMENT` with the
+///   reason, without calling the service;
+/// - [`Context::current`] while the handler (and a streaming response) is polled, and in the
+///   request's extensions (`request.extensions().get::<Context>()` in a tonic handler);
+/// - cancelled with [`ClientDisconnected`] as its cause when the client cancels the RPC
+///   (`RST_STREAM`) or goes away, and when the RPC is over.
+///
+/// When the context expires the client receives `DEADLINE_EXCEEDED`: the handler's future is
+/// dropped at once (through [`Run`]), a streaming response ends with `DEADLINE_EXCEEDED` in
+/// its trailers, and a handler error that only reflects the expiry (`CANCELLED` or
+/// `UNKNOWN` after the context ended) is answered as `DEADLINE_EXCEEDED` instead. tonic's own
+/// `grpc-timeout` timer, which would answer `CANCELLED`, never gets to: the layer answers at
+/// the same instant or earlier.
+///
+/// [layer]: https://docs.rs/tonic/latest/tonic/transport/server/struct.Server.html#method.layer
+///
+/// ```
+/// use std::time::Duration;
+/// use ctx_core::{Context, http::grpc::ServerLayer};
+///
+/// let root = Context::background().with_cancel(); // cancel it to shut down
+/// let layer = ServerLayer::new(&root)
+///     .default_timeout(Duration::from_secs(5))
+///     .max_timeout(Duration::from_secs(30));
+/// // tonic::transport::Server::builder().layer(layer).add_service(..).serve_with_shutdown(..)
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    root: Context,
+    default_timeout: Option<Duration>,
+    max_timeout: Option<Duration>,
+}
+
+impl ServerLayer {
+    /// RPC contexts will be children of `root` (a `&Context`, a `Context` or a
+    /// `&CancelScope`).
+    pub fn new(root: impl AsRef<Context>) -> ServerLayer {
+        ServerLayer {
+            config: Arc::new(Config {
+                root: root.as_ref().clone(),
+                default_timeout: None,
+                max_timeout: None,
+            }),
+        }
+    }
+
+    /// The timeout of an RPC that arrives without `grpc-timeout` (none by default: such an
+    /// RPC has no deadline unless its root has one).
+    pub fn default_timeout(mut self, timeout: Duration) -> ServerLayer {
+        Arc::make_mut(&mut self.config).default_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest timeout an RPC may ask for; longer ones are cut to this.
+    pub fn max_timeout(mut self, timeout: Duration) -> ServerLayer {
+        Arc::make_mut(&mut self.config).max_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> ServerService<S> {
+        ServerService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service made by [`ServerLayer`].
+#[derive(Clone, Debug)]
+pub struct ServerService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<ServerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let asked = match request
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .map(|v| parse_grpc_timeout(v.as_bytes()))
+        {
+            None => None,
+            Some(Ok(timeout)) => Some(timeout),
+            Some(Err(invalid)) => {
+                return ServerFuture::answered(Status::invalid_argument(invalid.to_string()));
+            }
+        };
+        let config = &self.config;
+        let timeout = match (asked.or(config.default_timeout), config.max_timeout) {
+            (Some(t), Some(max)) => Some(t.min(max)),
+            (t, _) => t,
+        };
+        let scope = match timeout {
+            Some(t) => config.root.with_timeout(t),
+            None => config.root.with_cancel(),
+        };
+        let ctx = scope.context().clone();
+        request.extensions_mut().insert(ctx.clone());
+        let future = scope.enter(|| self.inner.call(request));
+        let scoped = ctx.scope(future);
+        ServerFuture {
+            deadline: ctx.deadline(),
+            run: Some(ctx.into_run(scoped)),
+            scope: Some(scope),
+            answered: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ServerService`]: the handler raced against the RPC's context
+    /// (a [`Run`]), or the status the layer answered without calling it.
+    pub struct ServerFuture<F> {
+        #[pin]
+        run: Option<Run<'static, Scoped<F>>>,
+        scope: Option<CancelScope>,
+        deadline: Option<Instant>,
+        answered: Option<Status>,
+    }
+
+    impl<F> PinnedDrop for ServerFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the response was ready: the client cancelled or went away.
+            if let Some(scope) = this.project().scope.take() {
+                scope.cancel_with(Cause::from_error(ClientDisconnected));
+            }
+        }
+    }
+}
+
+impl<F> ServerFuture<F> {
+    fn answered(status: Status) -> ServerFuture<F> {
+        ServerFuture {
+            run: None,
+            scope: None,
+            deadline: None,
+            answered: Some(status),
+        }
+    }
+}
+
+/// A trailers-only response carrying `status`.
+fn status_response<B>(status: Status) -> Response<ServerBody<B>> {
+    status.into_http::<()>().map(|()| ServerBody::empty())
+}
+
+impl<F, B, E> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Response<ServerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(status) = this.answered.take() {
+            return Poll::Ready(Ok(status_response(status)));
+        }
+        let Some(run) = this.run.as_mut().as_pin_mut() else {
+            panic!("ServerFuture polled after completion");
+        };
+        let raced = match run.poll(cx) {
+            Poll::Ready(raced) => raced,
+            // The deadline passed but the driver has not fired it yet: answer now, before
+            // tonic's own timer (started after this one) answers CANCELLED.
+            Poll::Pending if this.deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(crate::Error::DeadlineExceeded)
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        this.run.set(None);
+        let scope = this
+            .scope
+            .take()
+            .expect("a scope until the response is ready");
+        let response = match raced {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Poll::Ready(Err(err)),
+            Err(err) => {
+                let status = server_status(err, scope.cause());
+                drop(scope);
+                return Poll::Ready(Ok(status_response(status)));
+            }
+        };
+        // A trailers-only error that merely reflects the context's end is answered as what
+        // the context says (DEADLINE_EXCEEDED, or UNAVAILABLE at shutdown).
+        if let Some(code) = grpc_status_code(response.headers())
+            && matches!(code, Code::Cancelled | Code::Unknown)
+            && let Some(err) = ended(&scope, *this.deadline)
+        {
+            let status = server_status(err, scope.cause());
+            drop(scope);
+            return Poll::Ready(Ok(status_response(status)));
+        }
+        let deadline = *this.deadline;
+        Poll::Ready(Ok(
+            response.map(|body| ServerBody::new(body, scope, deadline))
+        ))
+    }
+}
+
+/// Why the RPC's context ended, counting a deadline that passed but has not fired yet.
+fn ended(ctx: &Context, deadline: Option<Instant>) -> Option<crate::Error> {
+    ctx.err().or_else(|| {
+        deadline
+            .is_some_and(|d| Instant::now() >= d)
+            .then_some(crate::Error::DeadlineExceeded)
+    })
+}
+
+impl<F> fmt::Debug for ServerFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerFuture")
+            .field("scope", &self.scope)
+            .field("answered", &self.answered)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of [`ServerService`]: the handler's body, polled with the RPC's
+    /// context as [`Context::current`], which lives until the body ends. When the context
+    /// ends first (a deadline mid-stream), the body is dropped and the response ends with
+    /// trailers carrying `DEADLINE_EXCEEDED` (or `UNAVAILABLE` at shutdown).
+    pub struct ServerBody<B> {
+        #[pin]
+        inner: Option<B>,
+        scope: Option<CancelScope>,
+        done: Option<Done>,
+        deadline: Option<Instant>,
+        trailers: Option<HeaderMap>,
+    }
+
+    impl<B> PinnedDrop for ServerBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its end: the client cancelled the stream or went away.
+            if let Some(scope) = this.project().scope.take() {
+                scope.cancel_with(Cause::from_error(ClientDisconnected));
+            }
+        }
+    }
+}
+
+impl<B> ServerBody<B> {
+    fn new(inner: B, scope: CancelScope, deadline: Option<Instant>) -> ServerBody<B> {
+        ServerBody {
+            inner: Some(inner),
+            scope: Some(scope),
+            done: None,
+            deadline,
+            trailers: None,
+        }
+    }
+
+    fn empty() -> ServerBody<B> {
+        ServerBody {
+            inner: None,
+            scope: None,
+            done: None,
+            deadline: None,
+            trailers: None,
+        }
+    }
+}
+
+impl<B> Body for ServerBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        if let Some(trailers) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let (Some(inner), Some(scope)) = (this.inner.as_mut().as_pin_mut(), this.scope.as_ref())
+        else {
+            return Poll::Ready(None);
+        };
+        let polled = scope.enter(|| inner.poll_frame(cx));
+        let end = match polled {
+            Poll::Ready(None) => None,
+            Poll::Ready(Some(Ok(frame))) => {
+                if !frame.is_trailers() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                let trailers = frame.into_trailers().unwrap_or_default();
+                match grpc_status_code(&trailers) {
+                    Some(Code::Cancelled | Code::Unknown) => match ended(scope, *this.deadline) {
+                        Some(err) => Some(err),
+                        None => {
+                            this.inner.set(None);
+                            drop(this.scope.take());
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                    },
+                    _ => {
+                        this.inner.set(None);
+                        drop(this.scope.take());
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+            Poll::Pending => {
+                let done = this.done.get_or_insert_with(|| scope.done());
+                match Pin::new(done).poll(cx) {
+                    Poll::Ready(err) => Some(err),
+                    Poll::Pending if this.deadline.is_some_and(|d| Instant::now() >= d) => {
+                        Some(crate::Error::DeadlineExceeded)
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        };
+        // The stream is over: by its own end, or cut by the context.
+        this.inner.set(None);
+        *this.done = None;
+        let scope = this.scope.take().expect("checked above");
+        match end {
+            None => {
+                drop(scope);
+                Poll::Ready(None)
+            }
+            Some(err) => {
+                let status = server_status(err, scope.cause());
+                drop(scope);
+                let mut trailers = HeaderMap::new();
+                if status.add_header(&mut trailers).is_err() {
+                    trailers = HeaderMap::new();
+                    let _ = Status::new(status.code(), "").add_header(&mut trailers);
+                }
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never from the inner body alone: its end must be polled, so the RPC's context ends
+        // as completed rather than as dropped.
+        self.trailers.is_none() && self.inner.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ServerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBody")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}

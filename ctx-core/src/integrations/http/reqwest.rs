@@ -1,0 +1,213 @@
+//! [`DeadlineMiddleware`]: reqwest requests bounded by their context (feature `reqwest`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Extensions, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
+use super::{BoxError, HopError, Origin};
+use crate::{Context, Done, Error};
+
+/// A [reqwest-middleware](https://docs.rs/reqwest-middleware) middleware: each request made
+/// inside a context
+///
+/// - gets the context's remaining time as its timeout (or keeps its own, if smaller), and,
+///   with [`send_grpc_timeout`](DeadlineMiddleware::send_grpc_timeout), the same budget as a
+///   `grpc-timeout` header for the next hop (a server behind
+///   [`ContextLayer`](super::ContextLayer) makes it its deadline);
+/// - fails at once, unsent, when the context is already done;
+/// - is dropped (its connection closed) the moment the context ends, mid-body too.
+///
+/// Errors that the context caused are `reqwest_middleware::Error::Middleware` wrapping a
+/// [`HopError`] (downcast the `anyhow::Error`), which names the request and the host; a
+/// body read cut by the context fails with a [`HopError`] among its sources.
+///
+/// The context is the one put in the request's extensions
+/// (`.with_extension(ctx.clone())`), else [`Context::current`] when the request is sent.
+///
+/// ```
+/// use std::time::Duration;
+/// use ctx_core::{Context, Error, http::{DeadlineMiddleware, HopError}};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(DeadlineMiddleware::new().send_grpc_timeout(true))
+///     .build();
+///
+/// // A request from a context that is already done is never sent.
+/// let scope = Context::background().with_timeout(Duration::ZERO);
+/// let err = scope
+///     .scope(client.get("http://127.0.0.1:9/slow").send())
+///     .await
+///     .unwrap_err();
+/// let reqwest_middleware::Error::Middleware(err) = err else { panic!("{err}") };
+/// let hop = err.downcast_ref::<HopError>().unwrap();
+/// assert_eq!(hop.error(), Error::DeadlineExceeded);
+/// assert_eq!(hop.to_string(), "context deadline exceeded calling GET /slow on 127.0.0.1:9");
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeadlineMiddleware {
+    grpc_timeout: bool,
+}
+
+impl DeadlineMiddleware {
+    /// Sets each request's timeout from its context; sends no header.
+    pub fn new() -> DeadlineMiddleware {
+        DeadlineMiddleware::default()
+    }
+
+    /// Also send the budget as `grpc-timeout` (for a next hop that reads it).
+    pub fn send_grpc_timeout(mut self, send: bool) -> DeadlineMiddleware {
+        self.grpc_timeout = send;
+        self
+    }
+}
+
+fn hop(err: Error, request: &Request) -> HopError {
+    let url = request.url();
+    let authority = match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        _ => String::new(),
+    };
+    HopError::new(
+        err,
+        Origin::Local,
+        format!("{} {}", request.method(), url.path()),
+        authority,
+    )
+}
+
+#[async_trait::async_trait]
+impl Middleware for DeadlineMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let ctx = extensions
+            .get::<Context>()
+            .cloned()
+            .unwrap_or_else(Context::current);
+        if let Some(err) = ctx.err() {
+            return Err(reqwest_middleware::Error::middleware(hop(err, &request)));
+        }
+        let mut ours = false;
+        if let Some(deadline) = ctx.deadline() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let err = hop(Error::DeadlineExceeded, &request);
+                return Err(reqwest_middleware::Error::middleware(err));
+            }
+            let timeout = request.timeout_mut();
+            if timeout.is_none_or(|own| remaining < own) {
+                *timeout = Some(remaining);
+                ours = true;
+            }
+            if self.grpc_timeout {
+                let budget = timeout.unwrap_or(remaining);
+                let value = HeaderValue::from_str(&format_grpc_timeout(budget))
+                    .expect("digits and a unit are ASCII");
+                request.headers_mut().insert(GRPC_TIMEOUT, value);
+            }
+        }
+        let cut = hop(Error::Cancelled, &request);
+        match ctx.run(next.run(request, extensions)).await {
+            Ok(Ok(response)) => Ok(watch_body(response, ctx, cut)),
+            // reqwest's timer is the context's deadline: say so.
+            Ok(Err(err)) if ours && err.is_timeout() => {
+                let err = HopError::new(
+                    Error::DeadlineExceeded,
+                    Origin::Local,
+                    cut.method(),
+                    cut.authority(),
+                );
+                Err(reqwest_middleware::Error::middleware(err))
+            }
+            Ok(Err(err)) => Err(err),
+            Err(err) => {
+                let err = HopError::new(err, Origin::Local, cut.method(), cut.authority());
+                Err(reqwest_middleware::Error::middleware(err))
+            }
+        }
+    }
+}
+
+/// The response with its body cut when `ctx` ends.
+fn watch_body(response: Response, ctx: Context, hop: HopError) -> Response {
+    let url = response.url().clone();
+    let response: http::Response<reqwest::Body> = response.into();
+    let (mut parts, body) = response.into_parts();
+    // reqwest keeps a response's URL in an extension that only its builder can set.
+    let with_url = reqwest::ResponseBuilderExt::url(http::Response::builder(), url)
+        .body(())
+        .expect("an empty response");
+    parts.extensions.extend(with_url.into_parts().0.extensions);
+    let body = WatchedBody {
+        inner: Some(body),
+        done: ctx.done(),
+        hop,
+    };
+    Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that fails with the context's error (and is dropped) when it ends.
+    struct WatchedBody<B> {
+        #[pin]
+        inner: Option<B>,
+        done: Done,
+        hop: HopError,
+    }
+}
+
+impl<B> Body for WatchedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match Pin::new(this.done).poll(cx) {
+                Poll::Ready(err) => {
+                    this.inner.set(None);
+                    let hop =
+                        HopError::new(err, Origin::Local, this.hop.method(), this.hop.authority());
+                    Poll::Ready(Some(Err(Box::new(hop))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
