@@ -187,6 +187,8 @@ pub use context::{
     AfterFunc, CancelHandle, CancelScope, Cause, Context, ContextKey, Done, Error, Run, Scoped,
 };
 
+#[cfg(feature = "debug-tree")]
+pub use context::debug;
 #[cfg(feature = "tower")]
 pub use integrations::http;
 #[cfg(feature = "tokio")]

@@ -208,6 +208,7 @@ impl Context {
     /// # }
     /// # #[cfg(not(feature = "macros"))] fn main() {}
     /// ```
+    #[cfg_attr(feature = "debug-tree", track_caller)]
     pub fn with_value<K: ContextKey>(&self, value: K) -> Context {
         Context {
             link: self.link.derive_value(
@@ -215,6 +216,7 @@ impl Context {
                 K::NAME,
                 summary_bit::<K>(),
                 value,
+                Location::caller(),
             ),
         }
     }
@@ -231,9 +233,10 @@ impl Context {
     /// request.cancel();
     /// assert!(!detached.is_cancelled());
     /// ```
+    #[cfg_attr(feature = "debug-tree", track_caller)]
     pub fn without_cancel(&self) -> Context {
         Context {
-            link: self.link.derive_without_cancel(),
+            link: self.link.derive_without_cancel(Location::caller()),
         }
     }
 

@@ -21,6 +21,8 @@
 
 mod after;
 mod ambient;
+#[cfg(feature = "debug-tree")]
+pub mod debug;
 mod error;
 mod go_format;
 mod handle;

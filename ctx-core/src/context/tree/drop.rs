@@ -24,6 +24,8 @@ impl<V: ?Sized> Drop for Node<V> {
                 }
             }
         }
+        #[cfg(feature = "debug-tree")]
+        super::super::debug::unregister(self);
         drop_parent_iteratively(std::mem::take(&mut self.parent));
     }
 }

@@ -127,6 +127,9 @@ pub(in crate::context) struct Node<V: ?Sized> {
     /// Bloom filter of the value-key types on this node and above (see `crate::key`).
     pub(in crate::context) keys: u64,
     pub(in crate::context) kind: Kind,
+    /// When and where it was made, and its registry key (feature `debug-tree`).
+    #[cfg(feature = "debug-tree")]
+    pub(in crate::context) debug: super::debug::Registration,
     /// The value of a value node; `()` for the other kinds.
     pub(in crate::context) value: V,
 }
@@ -232,13 +235,25 @@ impl Link {
         matches!(self, Link::Node(node) if Arc::strong_count(node) == 1)
     }
 
-    fn derive<V: Send + Sync + 'static>(&self, keys: u64, kind: Kind, value: V) -> Link {
-        Link::Node(Arc::new(Node {
+    fn derive<V: Send + Sync + 'static>(
+        &self,
+        keys: u64,
+        kind: Kind,
+        value: V,
+        created: &'static Location<'static>,
+    ) -> Link {
+        let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
+        let node: NodeRef = Arc::new(Node {
             parent: self.clone(),
             keys,
             kind,
+            #[cfg(feature = "debug-tree")]
+            debug: super::debug::Registration::new(created),
             value,
-        }))
+        });
+        #[cfg(feature = "debug-tree")]
+        super::debug::register(&node);
+        Link::Node(node)
     }
 
     /// A cancellable child: with its own deadline `own` (already reduced to `None` when the
@@ -252,7 +267,7 @@ impl Link {
     ) -> Link {
         let effective = own.map(|(at, _)| at).or_else(|| self.deadline());
         let core = Core::new(effective, own.is_some(), own.and(cause), created);
-        let child = self.derive(self.keys(), Kind::Cancel(core), ());
+        let child = self.derive(self.keys(), Kind::Cancel(core), (), created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -287,7 +302,7 @@ impl Link {
             watch: crate::sync::AtomicUsize::new(NO_WATCH),
         };
         let kind = Kind::Merge(Core::new(deadline, false, None, created));
-        let child = self.derive(self.keys() | other.keys(), kind, merged);
+        let child = self.derive(self.keys() | other.keys(), kind, merged, created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -321,17 +336,18 @@ impl Link {
         name: &'static str,
         key_bit: u64,
         value: V,
+        created: &'static Location<'static>,
     ) -> Link {
         let core = self.core().map(|core| CorePtr(ptr::NonNull::from(core)));
-        self.derive(
-            self.keys() | key_bit,
-            Kind::Value { key, name, core },
-            value,
-        )
+        let kind = Kind::Value { key, name, core };
+        self.derive(self.keys() | key_bit, kind, value, created)
     }
 
-    pub(in crate::context) fn derive_without_cancel(&self) -> Link {
-        self.derive(self.keys(), Kind::WithoutCancel, ())
+    pub(in crate::context) fn derive_without_cancel(
+        &self,
+        created: &'static Location<'static>,
+    ) -> Link {
+        self.derive(self.keys(), Kind::WithoutCancel, (), created)
     }
 
     pub(in crate::context) fn deadline(&self) -> Option<Instant> {
