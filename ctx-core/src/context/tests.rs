@@ -110,7 +110,10 @@ fn a_dropped_merge_leaves_no_trace_in_either_parent() {
     let second = Context::background().with_cancel();
     let merges: Vec<_> = (0..100).map(|_| first.merge(&second)).collect();
     assert_eq!(children(&first), 100);
-    assert_eq!(crate::context::tree::merge_count(second.core().unwrap()), 100);
+    assert_eq!(
+        crate::context::tree::merge_count(second.core().unwrap()),
+        100
+    );
     drop(merges);
     assert_eq!(children(&first), 0);
     assert_eq!(crate::context::tree::merge_count(second.core().unwrap()), 0);
