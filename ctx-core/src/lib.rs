@@ -191,6 +191,8 @@ pub use context::{
 pub use context::debug;
 #[cfg(feature = "tower")]
 pub use integrations::http;
+#[cfg(feature = "tracing")]
+pub use integrations::trace;
 #[cfg(feature = "tokio")]
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 
@@ -201,6 +203,8 @@ pub use ctx_macros::{ContextKey, cancellable};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::context::macro_support::*;
+    #[cfg(feature = "tracing")]
+    pub use tracing;
 }
 
 /// Stops the deadline driver thread, so a loom model can end with every thread finished.

@@ -11,3 +11,5 @@
 pub mod http;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "tracing")]
+pub mod trace;
