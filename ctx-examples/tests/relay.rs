@@ -1,0 +1,260 @@
+//! The `relay` example as processes: two hops A → B, called over loopback; the budget
+//! shrinks hop by hop, `--max-deadline` caps and defaults, expiry is DEADLINE_EXCEEDED, and
+//! SIGTERM drains in-flight RPCs (cancelling their upstream calls) and exits 0. Also checks
+//! that ctx-core's checked-in copy of the generated code is what build.rs generates.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ctx_core::Context;
+use ctx_examples::relay::{self, pb::HopRequest};
+use tonic::Code;
+
+fn relay_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // `cargo test` builds examples, `cargo test --test relay` does not: build it (the
+            // cargo lock is free while tests run); a no-op when it is up to date.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "ctx-examples", "--example", "relay"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let out = build.output().expect("cargo runs");
+            assert!(
+                out.status.success(),
+                "building the relay example failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            profile_dir.join("examples").join("relay")
+        })
+        .clone()
+}
+
+/// A running hop: its process, its address, and its stderr (one line per RPC).
+struct Hop {
+    child: Child,
+    url: String,
+    stderr: Option<ChildStderr>,
+}
+
+impl Hop {
+    fn start(name: &str, upstream: Option<&str>, max_deadline_ms: Option<u64>) -> Hop {
+        let mut command = Command::new(relay_binary());
+        command.args(["--name", name, "--listen", "127.0.0.1:0"]);
+        if let Some(url) = upstream {
+            command.args(["--upstream", url]);
+        }
+        if let Some(ms) = max_deadline_ms {
+            command.args(["--max-deadline", &ms.to_string()]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line: {line:?}"))
+            .trim()
+            .to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
+        let stderr = child.stderr.take();
+        Hop {
+            child,
+            url: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (at most `within`); returns its stderr.
+    fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                self.stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return (status, stderr);
+            }
+            assert!(
+                started.elapsed() < within,
+                "the relay did not exit in {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Hop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chain(work_ms: &[u32]) -> HopRequest {
+    work_ms
+        .iter()
+        .rev()
+        .fold(None, |rest: Option<HopRequest>, &work_ms| {
+            Some(HopRequest {
+                work_ms,
+                rest: rest.map(Box::new),
+                count: 0,
+            })
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
+    let b = Hop::start("B", None, Some(300));
+    let a = Hop::start("A", Some(&b.url), None);
+    let mut client = relay::upstream(&a.url).unwrap();
+
+    // The budget shrinks hop by hop.
+    let request = Context::background().with_timeout(Duration::from_secs(2));
+    let reply = request
+        .scope(client.forward(chain(&[50, 0])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.hop, "A");
+    let upstream = reply.upstream.as_deref().unwrap();
+    assert_eq!(upstream.hop, "B");
+    assert!((1_800..=2_000).contains(&reply.budget_ms), "{reply:?}");
+    // B caps at 300 ms.
+    assert!((250..=300).contains(&upstream.budget_ms), "{reply:?}");
+
+    // No deadline from the client: A has none, B gives the call its --max-deadline.
+    let reply = client.forward(chain(&[0, 0])).await.unwrap().into_inner();
+    assert_eq!(reply.budget_ms, -1, "{reply:?}");
+    assert!((250..=300).contains(&reply.upstream.unwrap().budget_ms));
+
+    // Expiry at B (its cap): DEADLINE_EXCEEDED, naming the hop.
+    let status = request
+        .scope(client.forward(chain(&[0, 1_000])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("deadline exceeded downstream"),
+        "{status:?}"
+    );
+
+    // SIGTERM to A with an RPC in flight at B: A cancels it (B sees its client go away),
+    // drains, and exits 0.
+    let mut slow = client.clone();
+    let in_flight = tokio::spawn(async move { slow.forward(chain(&[0, 250])).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signalled = Instant::now();
+    a.sigterm();
+    let (status, stderr) = tokio::task::spawn_blocking(move || a.wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        stderr.contains("received SIGTERM: in-flight RPCs drained"),
+        "{stderr}"
+    );
+    let status = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    b.sigterm();
+    let (status, stderr) = tokio::task::spawn_blocking(move || b.wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("B: Forward ended Ok"), "{stderr}");
+    assert!(
+        stderr.contains("B: Forward ended DeadlineExceeded"),
+        "{stderr}"
+    );
+    // The call A was serving at SIGTERM was cut at B too.
+    assert!(stderr.contains("B: Forward ended Cancelled"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    for (args, message) in [
+        (&["--listen", "127.0.0.1:0"][..], "--name is required"),
+        (&["--name", "A"][..], "--listen is required"),
+        (
+            &["--name", "A", "--listen", "nowhere"][..],
+            "--listen takes an address",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-deadline",
+                "soon",
+            ][..],
+            "--max-deadline takes milliseconds",
+        ),
+        (&["--frobnicate"][..], "unknown argument"),
+    ] {
+        let out = Command::new(relay_binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let out = Command::new(relay_binary()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--max-deadline"));
+}
+
+#[test]
+fn ctx_cores_generated_code_matches_build_rs() {
+    let generated = include_str!(concat!(env!("OUT_DIR"), "/ctx.relay.v1.rs"));
+    let checked_in = include_str!("../../ctx-core/tests/grpc/relay.v1.rs");
+    let body = checked_in
+        .split_once("\n// This file is @generated")
+        .map(|(_, rest)| format!("// This file is @generated{rest}"))
+        .expect("the checked-in copy keeps the generator's header");
+    assert_eq!(
+        body, generated,
+        "ctx-core/tests/grpc/relay.v1.rs is stale: copy $OUT_DIR/ctx.relay.v1.rs over it"
+    );
+    // The contract lives beside the repository (../shared); a clone without it has only
+    // its own copy to go by.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/proto/relay.proto");
+    match std::fs::read(&shared) {
+        Ok(contract) => assert!(
+            contract == include_bytes!("../proto/relay.proto"),
+            "ctx-examples/proto/relay.proto must be byte-identical to {}",
+            shared.display()
+        ),
+        Err(err) => eprintln!("note: {}: {err}; not compared", shared.display()),
+    }
+}
