@@ -189,6 +189,8 @@ pub use context::{
 
 #[cfg(feature = "debug-tree")]
 pub use context::debug;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use integrations::db;
 #[cfg(feature = "tower")]
 pub use integrations::http;
 #[cfg(feature = "tracing")]

@@ -7,6 +7,8 @@
 //! | `tokio` | `tokio` | [`Group`](crate::Group), [`spawn`](crate::spawn), [`signal`](crate::signal), [`process`](crate::process) |
 //! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, the axum extractor |
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod db;
 #[cfg(feature = "tower")]
 pub mod http;
 #[cfg(feature = "tokio")]
