@@ -3,15 +3,30 @@
 //!
 //! Use them through `ctx_core` (feature `macros`, on by default), which re-exports both. The
 //! generated code names everything it needs as `::ctx_core::__private::...` (or
-//! `<crate>::__private::...` with `crate = "..."`), so it works whatever the user imported.
+//! `<crate>::__private::...` with `crate = "..."`), so it works whatever the user imported,
+//! and it is the same on every edition (2018, 2021, 2024).
+//!
+//! Besides running a function under its own child context, `#[cancellable]` rejects at
+//! compile time what would quietly break the context chain (Go's `contextcheck` linter): a
+//! body that starts a new root with `Context::background()`, `Context::todo()` or
+//! `Context::default()`, and an async body that blocks its executor thread with
+//! `std::thread::sleep` or `ctx.wait()`. See [the rules and their
+//! limits](macro@cancellable#the-context-chain).
+//!
+//! Each macro is a pipeline, as thiserror's: parse (the arguments with darling, the item
+//! into its shape) → validate (every check, every error collected) → expand; on any error,
+//! a fallback emits the errors and the item (for the derive, a stub impl), so the errors are
+//! the only ones the user sees.
 //!
 //! [`ctx_core`]: https://docs.rs/ctx-core
 
 #![warn(missing_docs)]
 
 mod cancellable;
+mod common;
 mod context_key;
 mod duration;
+mod fallback;
 
 #[cfg(test)]
 mod tests;
@@ -82,6 +97,8 @@ use proc_macro::TokenStream;
 /// | `ctx = name` | the parameter `name` is the parent (when the type does not say so, or there are two) |
 /// | `checkpoints = "all"` | what to insert: `"all"` (the default), `"loops"`, `"awaits"` or `"none"` |
 /// | `crate = "::path"` | where `ctx_core` is, for crates that re-export it; must be absolute (`::a::b` or `crate::a`) |
+/// | `allow_detached` | the body may start a new context tree (see [the context chain](#the-context-chain)) |
+/// | `allow_blocking` | an async body may block its thread (see [blocking](#blocking-in-async-bodies)) |
 ///
 /// A parent deadline earlier than the child's stands, as in Go.
 ///
@@ -111,19 +128,28 @@ use proc_macro::TokenStream;
 /// normally, returns early, leaves with `?`, or panics; for an `async fn`, when its future
 /// completes or is dropped.
 ///
-/// # Functions of every shape
+/// # Functions of every shape, on every edition
 ///
 /// Sync and `async`, free functions, inherent and trait-impl methods with any receiver
-/// (`self`, `&self`, `&mut self`, `self: Arc<Self>`), trait methods with a default body,
-/// generics, lifetimes, `where` clauses, `impl Trait` in arguments and return type
-/// (`-> Result<impl Iterator<Item = T>, E>`), `unsafe fn`, and methods of an
-/// `#[async_trait]` impl (put `#[cancellable]` on the method, `#[async_trait]` on the impl).
+/// (`self`, `&self`, `&mut self`, `self: Arc<Self>`, `self: Pin<&mut Self>`), trait methods
+/// with a default body, generics, lifetimes, `where` clauses, `impl Trait` in arguments and
+/// return type (`-> Result<impl Iterator<Item = T>, E>`), `unsafe fn`, and methods of an
+/// `#[async_trait]` impl (put `#[cancellable]` on the method, `#[async_trait]` on the impl);
+/// in crates on edition 2018, 2021 or 2024 alike.
 ///
 /// An `async fn` becomes a `fn` returning `impl Future<Output = ...>`: the parent is read
-/// and the child derived when the function is called (as `#[tracing::instrument]` creates
-/// its span), not at the first poll, so the timeout counts from the call. The future is
-/// `Send` whenever the original `async fn`'s would be, and it takes ownership of the
-/// parameters as an `async fn` does.
+/// and the child derived when the function is called (as `#[tracing::instrument]` does for
+/// a function that returns a future), not at the first poll, so the timeout counts from the
+/// call. The future is `Send` whenever the original `async fn`'s would be, it takes ownership
+/// of the parameters as an `async fn` does, and it captures every lifetime of the parameters
+/// as an `async fn`'s future does: the rewrite names the elided ones (`&self` becomes
+/// `&'__ctx0 self`) and lists them in a bound every type meets (`+ Captures<(&'__ctx0 (),)>`),
+/// because before edition 2024 an `impl Future` return would not capture them (E0700).
+///
+/// One shape it cannot name: a lifetime hidden in a path, with no token to rewrite
+/// (`Cow<str>` for `Cow<'_, str>`, `Formatter` for `Formatter<'_>`). On editions 2018 and
+/// 2021, an async function with such a parameter fails with E0700; write the lifetime out,
+/// `Cow<'_, str>` (the `elided_lifetimes_in_paths` lint finds them). On 2024 it compiles.
 ///
 /// ```
 /// use ctx_core::{Context, Error, cancellable};
@@ -150,6 +176,61 @@ use proc_macro::TokenStream;
 /// assert_eq!(futures::executor::block_on(future), Ok(6));
 /// ```
 ///
+/// # The context chain
+///
+/// A `#[cancellable]` function exists to hand its caller's deadline and cancellation on to
+/// the work it does. Inside its body, starting a new root breaks that chain, so these are
+/// compile errors (Go's `contextcheck` linter, done by the compiler), at the call:
+///
+/// - `Context::background()`, `Context::todo()`, `Context::default()`, in any path spelling
+///   (`ctx_core::Context::background()`, `::ctx_core::Context::todo`, passed as a function
+///   to `unwrap_or_else`, ...), and `<Context>::default()`, `<Context as Default>::default()`;
+/// - `Default::default()` where the code says it makes a context:
+///   `let c: Context = Default::default();`.
+///
+/// The message says what to pass on instead: the context parameter (the derived child), or
+/// `Context::current()` in derive mode. To detach on purpose (a job that must outlive the
+/// request), either derive a shield, `ctx.without_cancel()`, which keeps the values and drops
+/// the deadline and cancellation, or opt the function out with `#[cancellable(allow_detached)]`.
+///
+/// ```compile_fail
+/// use ctx_core::{Context, Error, cancellable};
+///
+/// #[cancellable(timeout = "1s")]
+/// fn lookup(ctx: &Context) -> Result<bool, Error> {
+///     Ok(Context::background().is_cancelled()) // error: the caller's deadline no longer reaches it
+/// }
+/// ```
+///
+/// Closures and async blocks in the body are checked too (their work is the function's);
+/// nested functions are not (they are other functions). Macro arguments are checked when
+/// they are comma-separated expressions (`println!`, `vec!`, `assert_eq!`, `join!`);
+/// other macro bodies (`select!`) are not Rust expressions until expanded, and are not. The
+/// check reads names, not types, so it cannot see through what the body does not spell out:
+/// a `use` alias (`use ctx_core::Context as Ctx; Ctx::background()`), a type alias, a helper
+/// function that returns a root, or `Default::default()` whose type is only inferred. And
+/// another crate's type named `Context` is taken for ctx_core's.
+///
+/// # Blocking in async bodies
+///
+/// An async body runs on an executor thread shared with other tasks. Blocking it stops them
+/// all, and no checkpoint can interrupt a blocked thread: the function overruns its deadline
+/// by as long as it blocks. So in an async `#[cancellable]` body (an `async fn`, or a method
+/// of an `#[async_trait]` impl) these are compile errors:
+///
+/// - `std::thread::sleep(..)`, `thread::sleep(..)`, `::std::thread::sleep(..)`: sleep with
+///   `tokio::time::sleep(..).await` (or your runtime's timer) instead, which the rewrite races
+///   against the context, or race any future with `ctx.run(..).await`;
+/// - `ctx.wait()` and `ctx.wait_timeout(..)` on the context parameter or on
+///   `Context::current()`: await `ctx.done()` instead.
+///
+/// Async blocks in the body are checked; closures are not (a closure may run on a blocking
+/// thread, as with `spawn_blocking(move || std::thread::sleep(d))`); nor are nested
+/// functions, nor macro bodies other than comma-separated expressions. Sync bodies may
+/// block: their loops are checkpoints. The check sees only these spellings: a `sleep`
+/// imported with `use std::thread::sleep`, blocking I/O, locks, and helper functions that
+/// block are out of its reach. `#[cancellable(allow_blocking)]` opts a function out.
+///
 /// # Expansion
 ///
 /// This sync function:
@@ -171,7 +252,7 @@ use proc_macro::TokenStream;
 /// ```ignore
 /// fn sum(ctx: &Context, rows: &[u64]) -> Result<u64, Error> {
 ///     let __ctx_scope = __private::child_timeout(__private::parent(&ctx), Duration::new(90, 0));
-///     __private::enter(&__ctx_scope, __private::returns::<Result<u64, Error>>(), |__ctx_child| {
+///     __private::enter(&__ctx_scope, __private::returns::<Result<u64, Error>>(), move |__ctx_child| {
 ///         let ctx: &Context = __ctx_child.context();
 ///         {
 ///             let mut total = 0;
@@ -188,21 +269,25 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// `enter` runs the closure with the child as `Context::current()`; `returns::<R>()` is the
-/// compile-time check of the return type (its error points at the return type).
+/// compile-time check of the return type (its error points at the return type). The closure
+/// is `move` so that on edition 2018, where closures capture whole variables, the body can
+/// still return what it borrows through a parameter.
 ///
 /// This async function:
 ///
 /// ```ignore
 /// #[cancellable]
-/// async fn fetch(url: String) -> Result<Vec<u8>, Error> {
-///     get(&url).await
+/// async fn fetch(client: &Client, url: String) -> Result<Vec<u8>, Error> {
+///     client.get(&url).await
 /// }
 /// ```
 ///
 /// becomes:
 ///
 /// ```ignore
-/// fn fetch(url: String) -> impl Future<Output = Result<Vec<u8>, Error>> {
+/// fn fetch<'__ctx0>(client: &'__ctx0 Client, url: String)
+///     -> impl Future<Output = Result<Vec<u8>, Error>> + __private::Captures<(&'__ctx0 (),)>
+/// {
 ///     let __ctx_scope = __private::child(&__private::current()); // at the call
 ///     __private::scope(Context::clone(&__ctx_scope), async move {
 ///         let __ctx_scope = __ctx_scope; // cancelled when the body is done or dropped
@@ -210,9 +295,10 @@ use proc_macro::TokenStream;
 ///         if false {
 ///             return __ctx_child.cancelled(Error::Cancelled); // fixes the block's output type
 ///         }
-///         let url = url; // moved in, as an `async fn` does
+///         let client = client; // moved in, as an `async fn` does
+///         let url = url;
 ///         {
-///             match __ctx_child.run(get(&url)).await {
+///             match __ctx_child.run(client.get(&url)).await {
 ///                 Ok(v) => v,
 ///                 Err(e) => return __ctx_child.cancelled(e),
 ///             }
@@ -228,11 +314,17 @@ use proc_macro::TokenStream;
 ///
 /// Each misuse is one compile error that names the fix, at the offending token, and the
 /// function is still emitted unchanged beside it (no follow-on errors):
-/// a malformed, zero or negative duration; `timeout` with `deadline`; an unknown or
-/// duplicate argument ("did you mean"); a relative `crate` path; a non-function item or a
-/// `const fn`; a return type that is not a `Result`, or an error type without
-/// `From<ctx_core::Error>`; two context parameters; `ctx = name` naming no parameter; a
-/// parameter named `ctx` that is not a context.
+/// a malformed, zero or negative duration, or one without a unit; `timeout` with `deadline`;
+/// `deadline` given a string; an unknown or duplicate argument ("did you mean"); a
+/// `checkpoints` value that is unknown or not quoted; `allow_detached = ..` with a value;
+/// `allow_blocking` on a sync function; a relative `crate` path; `#[cancellable]` twice; a
+/// non-function item, a `const fn`, or a trait method without a body; a plain `fn` that
+/// returns a future (write `async fn`); no return type, a return type that is not a
+/// `Result`, or an error type without `From<ctx_core::Error>`; two context parameters;
+/// `ctx = name` naming no parameter, or one that is not a context; a parameter named `ctx`
+/// that is not a context, or is `&mut Context`; a body that detaches from the caller's
+/// context ([above](#the-context-chain)), or blocks in an async body
+/// ([above](#blocking-in-async-bodies)).
 #[proc_macro_attribute]
 pub fn cancellable(attr: TokenStream, item: TokenStream) -> TokenStream {
     cancellable::cancellable(attr.into(), item.into()).into()
@@ -292,72 +384,12 @@ pub fn cancellable(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Errors
 ///
 /// A lifetime parameter is an error at the lifetime ("store owned data instead"); a field
-/// that is not `Send + Sync` is an error at the field ("use `Arc` instead of `Rc`, ...").
+/// that is not `Send + Sync` is an error at the field ("use `Arc` instead of `Rc`, ...");
+/// an unknown `#[context_key(..)]` argument or a relative `crate` path is an error at the
+/// argument. Beside an error the derive still emits a stub `ContextKey` impl (with
+/// `'static` for a lifetime parameter), so the places that use the type as a key report
+/// nothing more.
 #[proc_macro_derive(ContextKey, attributes(context_key))]
 pub fn derive_context_key(input: TokenStream) -> TokenStream {
     context_key::derive(input.into()).into()
-}
-
-/// The path generated code names the runtime by: `crate = "..."` if given (it must be
-/// absolute, or an error naming both fixes is recorded), else `::ctx_core`.
-pub(crate) fn crate_path(
-    krate: Option<darling::util::SpannedValue<syn::Path>>,
-    errors: &mut darling::error::Accumulator,
-) -> syn::Path {
-    use quote::ToTokens;
-
-    match krate {
-        Some(path) if !is_absolute(&path) => {
-            let written = path.to_token_stream().to_string().replace(' ', "");
-            let first = path
-                .segments
-                .first()
-                .map(|s| s.ident.to_string())
-                .unwrap_or_default();
-            errors.push(
-                darling::Error::custom(format!(
-                    "`crate = \"{written}\"` is a relative path, which resolves differently in \
-                     each module: write an absolute path, `crate = \"::{written}\"` if `{first}` \
-                     is a crate, or `crate = \"crate::{written}\"` if it is a module of this crate"
-                ))
-                .with_span(&path.span()),
-            );
-            syn::parse_quote!(::ctx_core)
-        }
-        Some(path) => (*path).clone(),
-        None => syn::parse_quote!(::ctx_core),
-    }
-}
-
-/// `crate = "..."` must be absolute: `::name...` or `crate::...`.
-pub(crate) fn is_absolute(path: &syn::Path) -> bool {
-    path.leading_colon.is_some()
-        || path
-            .segments
-            .first()
-            .is_some_and(|segment| segment.ident == "crate")
-}
-
-/// `tokens` with every token (and group) at `span`: a failed bound on a call through these
-/// tokens is then reported at `span`, on the user's code.
-pub(crate) fn respan(
-    tokens: proc_macro2::TokenStream,
-    span: proc_macro2::Span,
-) -> proc_macro2::TokenStream {
-    use proc_macro2::TokenTree;
-    tokens
-        .into_iter()
-        .map(|token| match token {
-            TokenTree::Group(group) => {
-                let mut new =
-                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
-                new.set_span(span);
-                TokenTree::Group(new)
-            }
-            mut other => {
-                other.set_span(span);
-                other
-            }
-        })
-        .collect()
 }

@@ -46,7 +46,7 @@ fn sync_derive_mode_with_timeout() {
                 ::ctx_core::__private::enter(
                     &__ctx_scope,
                     ::ctx_core::__private::returns::<Result<u64, Error>>(),
-                    |__ctx_child| {
+                    move |__ctx_child| {
                         {
                             let mut total = 0;
                             for row in rows {
@@ -87,11 +87,14 @@ fn async_accept_mode() {
             }
         },
         expect![[r#"
-            fn fetch(
-                ctx: &Context,
+            #[allow(unknown_lints, mismatched_lifetime_syntaxes, refining_impl_trait)]
+            fn fetch<'__ctx0>(
+                ctx: &'__ctx0 Context,
                 url: String,
                 tries: u32,
-            ) -> impl ::core::future::Future<Output = Result<Vec<u8>, Error>> {
+            ) -> impl ::core::future::Future<
+                Output = Result<Vec<u8>, Error>,
+            > + ::ctx_core::__private::Captures<(&'__ctx0 (),)> {
                 let __ctx_scope = ::ctx_core::__private::child(::ctx_core::__private::parent(&ctx));
                 ::ctx_core::__private::scope(
                     ::ctx_core::__private::Context::clone(&__ctx_scope),
@@ -163,7 +166,7 @@ fn method_with_deadline_and_crate_path() {
                 ::my::ctx::__private::enter(
                     &__ctx_scope,
                     ::my::ctx::__private::returns::<Result<(), Error>>(),
-                    |__ctx_child| {
+                    move |__ctx_child| {
                         {
                             while self.pending() {
                                 if let ::core::option::Option::Some(__ctx_return) = __ctx_child
@@ -265,22 +268,103 @@ fn async_trait_shape() {
 
 #[test]
 fn misuse_emits_errors_and_the_item_unchanged() {
-    // Input: two mistakes at once.
-    // Output: both errors, and the function exactly as written.
+    // Input: a malformed argument, and a `const fn`.
+    // Output: both errors (the function's own checks run even when the arguments fail to
+    // parse), and the function exactly as written.
     cancellable(
-        quote!(timeout = "10", deadline = soon()),
+        quote!(timeout = "10"),
         quote! {
-            fn f(ctx: u32) -> Result<(), Error> { Ok(()) }
+            const fn f(ctx: &Context) -> Result<(), Error> { Ok(()) }
         },
         expect![[r#"
             ::core::compile_error! {
                 "missing unit in duration \"10\": every number needs a unit, as in \"30s\" or \"1m30s\" (units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`)"
             }
             ::core::compile_error! {
-                "parameter `ctx` of `#[cancellable]` function `f` is not a context: `#[cancellable]` takes a parameter named `ctx` to be the parent context, which must be `&Context` or `Context`; rename this parameter, or name the real context parameter with `#[cancellable(ctx = ...)]`"
+                "`#[cancellable]` cannot be used on a `const fn`: deriving and checking a context happens at run time; remove `const`"
             }
-            fn f(ctx: u32) -> Result<(), Error> {
+            const fn f(ctx: &Context) -> Result<(), Error> {
                 Ok(())
+            }
+        "#]],
+    );
+}
+
+#[test]
+fn misuses_in_the_body_are_all_reported() {
+    // Input: an async body that detaches twice and blocks once.
+    // Output: the three errors, in source order, and the function as written.
+    cancellable(
+        quote!(),
+        quote! {
+            async fn f(ctx: &Context) -> Result<(), Error> {
+                let root = Context::background();
+                std::thread::sleep(PAUSE);
+                let todo: Context = Default::default();
+                Ok(())
+            }
+        },
+        expect![[r#"
+            ::core::compile_error! {
+                "`Context::background()` inside `#[cancellable]` function `f` starts a new context tree: the caller's deadline and cancellation no longer reach the work done under it. Pass on `ctx` (the function's context, derived from the caller's) instead; to detach on purpose, use `ctx.without_cancel()` (keeps the values, drops the deadline and cancellation), or write `#[cancellable(allow_detached)]` on the function"
+            }
+            ::core::compile_error! {
+                "`std::thread::sleep(..)` blocks the executor thread inside async `#[cancellable]` function `f`: no other task on that thread runs until it returns, and the function's context cannot interrupt it. Sleep without blocking: `tokio::time::sleep(..).await` (or your runtime's timer; the `.await` is raced against the context), or wait on a future raced against the context with `ctx.run(..).await`; or, to block anyway, write `#[cancellable(allow_blocking)]` on the function"
+            }
+            ::core::compile_error! {
+                "`Default::default()` as a `Context` inside `#[cancellable]` function `f` starts a new context tree: the caller's deadline and cancellation no longer reach the work done under it. Pass on `ctx` (the function's context, derived from the caller's) instead; to detach on purpose, use `ctx.without_cancel()` (keeps the values, drops the deadline and cancellation), or write `#[cancellable(allow_detached)]` on the function"
+            }
+            async fn f(ctx: &Context) -> Result<(), Error> {
+                let root = Context::background();
+                std::thread::sleep(PAUSE);
+                let todo: Context = Default::default();
+                Ok(())
+            }
+        "#]],
+    );
+}
+
+#[test]
+fn async_fn_with_every_kind_of_lifetime() {
+    // Input: `&mut self`, a reference argument, an explicit lifetime, an `impl Trait`
+    // argument, a return type with an elided lifetime.
+    // Output: the elided lifetimes named (`'__ctx0`, `'__ctx1`), every lifetime listed in
+    // `Captures`, the lints that the rewrite itself would trip allowed.
+    cancellable(
+        quote!(),
+        quote! {
+            pub async fn get<'a, T: Send>(&mut self, key: &str, other: &'a T, f: impl Fn(&T) -> bool) -> Result<&u8, Error> {
+                Ok(&self.bytes[0])
+            }
+        },
+        expect![[r#"
+            #[allow(unknown_lints, mismatched_lifetime_syntaxes, refining_impl_trait)]
+            pub fn get<'__ctx0, '__ctx1, 'a, T: Send>(
+                &'__ctx0 mut self,
+                key: &'__ctx1 str,
+                other: &'a T,
+                f: impl Fn(&T) -> bool,
+            ) -> impl ::core::future::Future<
+                Output = Result<&u8, Error>,
+            > + ::ctx_core::__private::Captures<(&'__ctx0 (), &'__ctx1 (), &'a ())> {
+                let __ctx_scope = ::ctx_core::__private::child(&::ctx_core::__private::current());
+                ::ctx_core::__private::scope(
+                    ::ctx_core::__private::Context::clone(&__ctx_scope),
+                    async move {
+                        let __ctx_scope = __ctx_scope;
+                        let __ctx_child = ::ctx_core::__private::child_of(
+                            &__ctx_scope,
+                            ::ctx_core::__private::returns::<Result<&u8, Error>>(),
+                        );
+                        if false {
+                            return __ctx_child.cancelled(::ctx_core::__private::Error::Cancelled);
+                        }
+                        let key = key;
+                        let other = other;
+                        let f = f;
+                        { Ok(&self.bytes[0]) }
+                    },
+                )
             }
         "#]],
     );
@@ -347,5 +431,36 @@ fn derive_context_key_generic() {
                 }
             };
         "##]],
+    );
+}
+
+#[test]
+fn derive_context_key_fallback() {
+    // Input: a key with a lifetime parameter (an error) and an unknown argument (another).
+    // Output: both errors, and a stub impl for `User<'static, T>`, so that the places that
+    // use it as a key report nothing more.
+    context_key(
+        quote! {
+            #[context_key(name = "user")]
+            struct User<'a, T: 'a> where T: Clone { name: &'a str, extra: T }
+        },
+        expect![[r#"
+            ::core::compile_error! {
+                "Unknown field: `name` (`#[context_key]` takes only `crate = \"::path\"`, for crates that re-export ctx_core; the key's `NAME` is always its type's name)"
+            }
+            ::core::compile_error! {
+                "a context key must be `'static`, but `User` borrows through lifetime parameter `'a`: a context can outlive any borrow, so store owned data instead (`String` for `&str`, `Arc<T>` or `Box<T>` for `&T`)"
+            }
+            #[automatically_derived]
+            impl<
+                T: 'static + ::core::marker::Send + ::core::marker::Sync + 'static,
+            > ::ctx_core::__private::ContextKey for User<'static, T>
+            where
+                T: Clone,
+                for<'__ctx> User<'static, T>: ::core::marker::Send + ::core::marker::Sync,
+            {
+                const NAME: &'static str = "User";
+            }
+        "#]],
     );
 }

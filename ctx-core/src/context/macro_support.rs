@@ -67,15 +67,58 @@ pub fn child(parent: &Context) -> CancelScope {
 
 /// `with_timeout`.
 #[inline]
-pub fn child_timeout(parent: &Context, timeout: Duration) -> CancelScope {
-    parent.with_timeout(timeout)
+pub fn child_timeout(parent: &Context, timeout: impl TimeoutArg) -> CancelScope {
+    parent.with_timeout(timeout.duration())
 }
 
 /// `with_deadline`.
 #[inline]
-pub fn child_deadline(parent: &Context, deadline: Instant) -> CancelScope {
-    parent.with_deadline(deadline)
+pub fn child_deadline(parent: &Context, deadline: impl DeadlineArg) -> CancelScope {
+    parent.with_deadline(deadline.instant())
 }
+
+/// The value of `timeout = <expr>`: a `Duration`.
+#[diagnostic::on_unimplemented(
+    message = "`timeout = ...` takes a `std::time::Duration`, not `{Self}`",
+    label = "not a `Duration`",
+    note = "write a `Duration` (`Duration::from_secs(n)`, `Duration::from_millis(n)`), or a Go duration string such as `timeout = \"30s\"`"
+)]
+pub trait TimeoutArg {
+    /// The duration.
+    fn duration(self) -> Duration;
+}
+
+impl TimeoutArg for Duration {
+    #[inline(always)]
+    fn duration(self) -> Duration {
+        self
+    }
+}
+
+/// The value of `deadline = <expr>`: an `Instant`.
+#[diagnostic::on_unimplemented(
+    message = "`deadline = ...` takes a `std::time::Instant`, not `{Self}`",
+    label = "not an `Instant`",
+    note = "write an `Instant` (`Instant::now() + Duration::from_secs(n)`), or `timeout = ...` for a duration counted from the call"
+)]
+pub trait DeadlineArg {
+    /// The instant.
+    fn instant(self) -> Instant;
+}
+
+impl DeadlineArg for Instant {
+    #[inline(always)]
+    fn instant(self) -> Instant {
+        self
+    }
+}
+
+/// Makes an `impl Future` returned by a rewritten `async fn` capture the lifetimes in `T`
+/// (`(&'a (), &'b ())`), as the `async fn`'s own future does, on editions before 2024
+/// too. Every type implements it, so it promises nothing else.
+pub trait Captures<T: ?Sized> {}
+
+impl<T: ?Sized, U: ?Sized> Captures<T> for U {}
 
 // ---------------------------------------------------------------------------------------
 // Running the body under the child.

@@ -1,5 +1,10 @@
 //! The arguments of `#[cancellable(...)]`, parsed with darling.
 //!
+//! Parsing the arguments is the first half of the parse step (the item is the other,
+//! [`super::ast`]): a value that cannot be understood on its own (a malformed duration, a
+//! string where an expression goes) is an error here; how the arguments fit the function is
+//! [`super::validate`]'s business.
+//!
 //! Each value that an error may have to point at keeps its span (`SpannedValue`, or a `syn`
 //! node that has one). Unknown and duplicate arguments are darling's errors ("Unknown field:
 //! `timeot`. Did you mean `timeout`?", "Duplicate field `timeout`"); the rest are here.
@@ -11,7 +16,8 @@ use darling::util::SpannedValue;
 
 use crate::duration;
 
-/// `#[cancellable(timeout = ..., deadline = ..., ctx = ..., checkpoints = ..., crate = ...)]`.
+/// `#[cancellable(timeout = ..., deadline = ..., ctx = ..., checkpoints = ..., crate = ...,
+/// allow_detached, allow_blocking)]`.
 #[derive(Debug, Default, FromMeta)]
 pub(crate) struct Args {
     /// `timeout = "1m30s"` or `timeout = <expr of Duration>`.
@@ -25,12 +31,56 @@ pub(crate) struct Args {
     /// `crate = "::path::to::ctx_core"`, for re-exporters.
     #[darling(rename = "crate")]
     pub(crate) krate: Option<SpannedValue<syn::Path>>,
+    /// `allow_detached`: the body may start a new context tree (`Context::background()`, ...).
+    #[darling(default)]
+    pub(crate) allow_detached: Switch,
+    /// `allow_blocking`: an async body may call `std::thread::sleep`, `ctx.wait()`.
+    #[darling(default)]
+    pub(crate) allow_blocking: Switch,
 }
 
 impl Args {
     pub(crate) fn parse(attr: proc_macro2::TokenStream) -> darling::Result<Args> {
         let items = darling::ast::NestedMeta::parse_meta_list(attr)?;
-        Args::from_list(&items)
+        Args::from_list(&items).map_err(|errors| {
+            crate::common::explain_fields(
+                errors,
+                "(`#[cancellable]` takes `timeout`, `deadline`, `ctx`, `checkpoints`, `crate`, \
+                 `allow_detached` and `allow_blocking`)",
+            )
+        })
+    }
+}
+
+/// An argument that is present or not, written as a bare word (`allow_detached`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Switch(Option<proc_macro2::Span>);
+
+impl Switch {
+    pub(crate) fn is_on(self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Where it was written.
+    pub(crate) fn span(self) -> Option<proc_macro2::Span> {
+        self.0
+    }
+}
+
+impl FromMeta for Switch {
+    fn from_meta(item: &syn::Meta) -> darling::Result<Self> {
+        match item {
+            syn::Meta::Path(path) => Ok(Switch(Some(syn::spanned::Spanned::span(path)))),
+            other => {
+                let name = other.path().get_ident().map(ToString::to_string);
+                let name = name.unwrap_or_default();
+                Err(darling::Error::custom(format!(
+                    "`{name}` takes no value: write `#[cancellable({name})]` to allow, and \
+                     leave it out to keep the check"
+                ))
+                .with_span(other))
+            }
+        }
     }
 }
 

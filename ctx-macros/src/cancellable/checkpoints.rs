@@ -31,6 +31,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 
 /// Inserts checkpoints into a function body.
+#[derive(Clone)]
 pub(crate) struct Checkpoints {
     /// A checkpoint at the start of every `loop`, `while`, `while let` and `for` body.
     pub(crate) loops: bool,

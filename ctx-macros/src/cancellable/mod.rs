@@ -1,31 +1,47 @@
-//! `#[cancellable]`: parse the arguments ([`args`]), check them with the item
-//! ([`validate`]), generate ([`expand`]) with the body rewritten by [`checkpoints`].
+//! `#[cancellable]`, as a pipeline: parse the arguments ([`args`]) and the item ([`ast`]),
+//! check them together ([`validate`], with the body's [`lints`]), decide ([`plan`]) and
+//! generate ([`expand`], with the body rewritten by [`checkpoints`] and the lifetimes named
+//! by [`lifetimes`]). On any error: [`crate::fallback`].
 
 mod args;
+mod ast;
 mod checkpoints;
 mod expand;
+mod lifetimes;
+mod lints;
+mod plan;
 mod validate;
 
 use proc_macro2::TokenStream;
 
-/// The whole attribute. On any error: every error, and the item unchanged, so that the
-/// errors are the only ones the user sees and the rest of the crate still finds the function.
+use args::Args;
+use ast::Function;
+use plan::Plan;
+
+/// The whole attribute: the rewritten function, or every error and the item unchanged.
 pub(crate) fn cancellable(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let plan = match args::Args::parse(attr) {
-        Ok(args) => validate::validate(args, item.clone()),
-        // Still report the item's own problems, checked as if there were no arguments.
-        Err(args_errors) => Err(
-            match validate::validate(args::Args::default(), item.clone()) {
-                Ok(_) => args_errors,
-                Err(item_errors) => darling::Error::multiple(vec![args_errors, item_errors]),
-            },
-        ),
-    };
-    match plan {
+    match plan(attr, item.clone()) {
         Ok(plan) => expand::expand(plan),
-        Err(errors) => {
-            let errors = errors.write_errors();
-            quote::quote!(#errors #item)
+        Err(errors) => crate::fallback::cancellable(errors, item),
+    }
+}
+
+/// Parse and validate; the plan, or every error found.
+fn plan(attr: TokenStream, item: TokenStream) -> darling::Result<Plan> {
+    match (Args::parse(attr), Function::parse(item)) {
+        (Ok(args), Ok(func)) => {
+            validate::validate(&args, &func)?;
+            Ok(Plan::new(args, func))
         }
+        // Still report the function's own problems, those that no argument changes.
+        (Err(args_errors), Ok(func)) => {
+            let func_errors = validate::function(&func).err();
+            Err(darling::Error::multiple(
+                std::iter::once(args_errors).chain(func_errors).collect(),
+            ))
+        }
+        (args, Err(item_error)) => Err(darling::Error::multiple(
+            args.err().into_iter().chain([item_error]).collect(),
+        )),
     }
 }

@@ -1,348 +1,232 @@
-//! Checks the annotated item and the arguments together, and decides what to generate.
+//! Validate: checks only. Every check runs, and the errors are collected in one
+//! `darling::Error` (an accumulator, no early return) so the user sees all of them at once.
+//! Each message names the mistake as the user wrote it, says what to write instead, and
+//! points at the offending token.
 //!
-//! Every check runs; the errors are collected in one `darling::Error` (an accumulator, no
-//! early return) so the user sees all of them at once. Each message names the mistake as the
-//! user wrote it, says what to write instead, and points at the offending token.
+//! What the compiler checks better, through the traits of `ctx_core::__private` that the
+//! generated code calls, is left to it: that the return type is a `Result` whose error has
+//! `From<ctx_core::Error>`, that a context parameter is ctx_core's `Context`.
 
-use std::time::Duration;
-
-use proc_macro2::{Span, TokenStream};
-use quote::ToTokens;
 use syn::spanned::Spanned;
 
-use super::args::{Args, Checkpoints, Timeout};
+use super::args::Args;
+use super::ast::{Body, Function};
+use super::lints::BodyLints;
+use super::plan::Parent;
 
-/// What `expand` generates: the function and every decision about it.
-#[derive(Debug)]
-pub(crate) struct Plan {
-    /// The function, as written.
-    pub(crate) func: syn::ItemFn,
-    /// Where `__private` lives: `::ctx_core` unless `crate = "..."`.
-    pub(crate) krate: syn::Path,
-    pub(crate) parent: Parent,
-    pub(crate) child: Child,
-    pub(crate) checkpoints: Checkpoints,
-    pub(crate) shape: Shape,
-    /// The type the body evaluates to: the return type, or for `#[async_trait]` the future's
-    /// `Output`.
-    pub(crate) output: syn::Type,
-}
-
-/// Where the parent context comes from.
-#[derive(Debug)]
-pub(crate) enum Parent {
-    /// Accept: this parameter (of type `&Context` when `by_ref`, else `Context`).
-    Param {
-        ident: syn::Ident,
-        by_ref: bool,
-        mutable: bool,
-    },
-    /// Derive: `Context::current()`, read when the function is called.
-    Current,
-}
-
-/// How the child is derived from the parent.
-#[derive(Debug)]
-pub(crate) enum Child {
-    /// `with_cancel`.
-    Cancel,
-    /// `with_timeout` of a duration parsed at compile time.
-    Timeout(Duration, Span),
-    /// `with_timeout(<expr>)`.
-    TimeoutExpr(syn::Expr),
-    /// `with_deadline(<expr>)`.
-    Deadline(syn::Expr),
-}
-
-/// The kind of function body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// A plain `fn`: the body runs in a closure under `Context::enter`.
-    Sync,
-    /// An `async fn`: rewritten to a `fn` returning `impl Future`.
-    Async,
-    /// A `fn` that `#[async_trait]` already rewrote: its body ends in
-    /// `Box::pin(async move { ... })`, whose async block is the real body.
-    AsyncTrait,
-}
-
-/// Parses the item and checks it together with the arguments.
-pub(crate) fn validate(args: Args, item: TokenStream) -> darling::Result<Plan> {
-    let func = parse_fn(item)?;
+/// Checks the function together with its arguments.
+pub(crate) fn validate(args: &Args, func: &Function) -> darling::Result<()> {
     let mut errors = darling::Error::accumulator();
+    errors.extend(crate::common::check_crate_path(args.krate.as_ref()));
+    errors.extend(timeout_and_deadline(args));
+    errors.extend(function(func).err());
+    errors.extend(context_params(func, args.ctx.as_ref()));
+    errors.extend(allow_blocking_on_sync(args, func));
+    // The lints name the context to pass on: the parent parameter, by the plan's rule.
+    let parent = Parent::of(func, args.ctx.as_ref());
+    let lints = BodyLints::new(
+        &func.sig.ident,
+        parent.ident(),
+        !args.allow_detached.is_on(),
+        func.body.is_async() && !args.allow_blocking.is_on(),
+    );
+    errors.extend(lints.check(func.body.block()));
+    errors.finish()
+}
 
-    let Args {
-        timeout,
-        deadline,
-        ctx,
-        checkpoints,
-        krate,
-    } = args;
+/// The checks that do not depend on the arguments, for when they could not be parsed (the
+/// others would report what the arguments may well have allowed, or named).
+pub(crate) fn function(func: &Function) -> darling::Result<()> {
+    let mut errors = darling::Error::accumulator();
+    errors.extend(const_fn(func));
+    errors.extend(applied_twice(func));
+    errors.extend(return_type(func));
+    errors.finish()
+}
 
-    let krate = crate::crate_path(krate, &mut errors);
-
-    let child = match (timeout, deadline) {
-        (Some(_), Some(deadline)) => {
-            errors.push(
-                darling::Error::custom(
-                    "`timeout` and `deadline` cannot both be given: a timeout is a deadline \
-                     counted from the call; keep one of them",
-                )
-                .with_span(&deadline.span()),
-            );
-            Child::Cancel
-        }
-        (Some(timeout), None) => {
-            let span = timeout.span();
-            match (*timeout).clone() {
-                Timeout::Literal(duration) => Child::Timeout(duration, span),
-                Timeout::Expr(expr) => Child::TimeoutExpr(expr),
-            }
-        }
-        (None, Some(deadline)) => Child::Deadline(deadline.0.clone()),
-        (None, None) => Child::Cancel,
+fn timeout_and_deadline(args: &Args) -> Option<darling::Error> {
+    let (Some(_), Some(deadline)) = (&args.timeout, &args.deadline) else {
+        return None;
     };
+    Some(
+        darling::Error::custom(
+            "`timeout` and `deadline` cannot both be given: a timeout is a deadline counted from \
+             the call; keep one of them",
+        )
+        .with_span(&deadline.span()),
+    )
+}
 
-    if let Some(constness) = &func.sig.constness {
-        errors.push(
-            darling::Error::custom(
-                "`#[cancellable]` cannot be used on a `const fn`: deriving and checking a \
-                 context happens at run time; remove `const`",
-            )
-            .with_span(constness),
+fn const_fn(func: &Function) -> Option<darling::Error> {
+    let constness = func.sig.constness.as_ref()?;
+    Some(
+        darling::Error::custom(
+            "`#[cancellable]` cannot be used on a `const fn`: deriving and checking a context \
+             happens at run time; remove `const`",
+        )
+        .with_span(constness),
+    )
+}
+
+/// `#[cancellable] #[cancellable] fn f()`: the second would derive a grandchild of the same
+/// parent and check every loop twice.
+fn applied_twice(func: &Function) -> Option<darling::Error> {
+    let again = func.outer_attrs.iter().find(|attr| {
+        attr.path()
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "cancellable")
+    })?;
+    Some(
+        darling::Error::custom(format!(
+            "`#[cancellable]` is given twice on `{}`: each would derive its own child context \
+             and check every loop again; keep one, with all the arguments in it",
+            func.sig.ident
+        ))
+        .with_span(again.path()),
+    )
+}
+
+/// A return type, and not a future from a sync fn.
+fn return_type(func: &Function) -> Option<darling::Error> {
+    let name = &func.sig.ident;
+    let Some(output) = func.output() else {
+        return Some(
+            darling::Error::custom(format!(
+                "`#[cancellable]` function `{name}` has no return type, but it must return \
+                 `Result<T, E>` with `E: From<ctx_core::Error>`, to report cancellation: add \
+                 one, e.g. `-> Result<(), ctx_core::Error>`"
+            ))
+            .with_span(&func.sig.paren_token.span.join()),
         );
+    };
+    if !matches!(func.body, Body::Sync(_)) {
+        return None;
     }
-
-    let shape = if func.sig.asyncness.is_some() {
-        Shape::Async
-    } else if async_trait_body(&func).is_some() {
-        Shape::AsyncTrait
-    } else {
-        Shape::Sync
-    };
-
-    let output = match &func.sig.output {
-        syn::ReturnType::Type(_, ty) if shape == Shape::AsyncTrait => {
-            future_output(ty).unwrap_or_else(|| (**ty).clone())
-        }
-        syn::ReturnType::Type(_, ty) => (**ty).clone(),
-        syn::ReturnType::Default => {
-            errors.push(
-                darling::Error::custom(format!(
-                    "`#[cancellable]` function `{}` has no return type, but it must return \
-                     `Result<T, E>` with `E: From<ctx_core::Error>`, to report cancellation: \
-                     add one, e.g. `-> Result<(), ctx_core::Error>`",
-                    func.sig.ident
-                ))
-                .with_span(&func.sig.paren_token.span.join()),
-            );
-            syn::parse_quote!(())
-        }
-    };
-
-    let parent = errors
-        .handle(find_parent(&func.sig, ctx.as_ref()))
-        .unwrap_or(Parent::Current);
-
-    errors.finish_with(Plan {
-        func,
-        krate,
-        parent,
-        child,
-        checkpoints: checkpoints.unwrap_or_default(),
-        shape,
-        output,
-    })
+    let future_output = match output {
+        syn::Type::ImplTrait(ty) => super::ast::future_output(&ty.bounds),
+        ty => super::ast::boxed_future_output(ty),
+    }?;
+    let output = crate::common::written(&future_output);
+    Some(
+        darling::Error::custom(format!(
+            "`#[cancellable]` function `{name}` returns a future from a plain `fn`: its body \
+             only builds the future, so the context would end before the future runs. Write \
+             it as `async fn {name}(..) -> {output}`; `#[cancellable]` then races every \
+             `.await` against the context"
+        ))
+        .with_span(&output_span(func)),
+    )
 }
 
-/// The item must be a function with a body.
-fn parse_fn(item: TokenStream) -> darling::Result<syn::ItemFn> {
-    let item: syn::Item = match syn::parse2(item.clone()) {
-        Ok(item) => item,
-        Err(_) => {
-            // A trait method without a body (`fn f(&self) -> R;`) is not an `Item`.
-            if let Ok(method) = syn::parse2::<syn::TraitItemFn>(item) {
-                return Err(no_body(&method));
-            }
-            return Err(darling::Error::custom(
-                "`#[cancellable]` goes on a function (`fn` or `async fn`, free, method or trait \
-                 method with a body)",
-            ));
-        }
-    };
-    let what = match item {
-        syn::Item::Fn(func) => return Ok(func),
-        // syn keeps a `fn` without a body (a trait method declaration) as verbatim tokens.
-        syn::Item::Verbatim(tokens) => {
-            if let Ok(method) = syn::parse2::<syn::TraitItemFn>(tokens.clone()) {
-                return Err(no_body(&method));
-            }
-            return Err(darling::Error::custom(
-                "`#[cancellable]` goes on a function (`fn` or `async fn`) with a body",
-            )
-            .with_span(&tokens.span()));
-        }
-        syn::Item::Const(_) => "a `const`",
-        syn::Item::Enum(_) => "an enum",
-        syn::Item::ExternCrate(_) => "an `extern crate`",
-        syn::Item::ForeignMod(_) => "an `extern` block",
-        syn::Item::Impl(_) => "an `impl` block (put it on the methods inside instead)",
-        syn::Item::Macro(_) => "a macro invocation",
-        syn::Item::Mod(_) => "a module",
-        syn::Item::Static(_) => "a `static`",
-        syn::Item::Struct(_) => "a struct",
-        syn::Item::Trait(_) => "a trait (put it on the methods inside instead)",
-        syn::Item::TraitAlias(_) => "a trait alias",
-        syn::Item::Type(_) => "a type alias",
-        syn::Item::Union(_) => "a union",
-        syn::Item::Use(_) => "a `use`",
-        _ => "this item",
-    };
-    Err(darling::Error::custom(format!(
-        "`#[cancellable]` goes on a function (`fn` or `async fn`), not on {what}"
-    ))
-    .with_span(&item_keyword_span(&item)))
-}
-
-fn no_body(method: &syn::TraitItemFn) -> darling::Error {
-    darling::Error::custom(format!(
-        "`#[cancellable]` needs a function body to run under the derived context, but `{}` \
-         has none: put `#[cancellable]` on the implementations of this method instead (or give \
-         it a default body)",
-        method.sig.ident
-    ))
-    .with_span(&method.sig.ident)
-}
-
-/// The span of the keyword that says what kind of item this is (`struct`, `enum`, ...).
-fn item_keyword_span(item: &syn::Item) -> Span {
-    match item {
-        syn::Item::Struct(item) => item.struct_token.span,
-        syn::Item::Enum(item) => item.enum_token.span,
-        syn::Item::Union(item) => item.union_token.span,
-        syn::Item::Const(item) => item.const_token.span,
-        syn::Item::Static(item) => item.static_token.span,
-        syn::Item::Impl(item) => item.impl_token.span,
-        syn::Item::Trait(item) => item.trait_token.span,
-        syn::Item::Mod(item) => item.mod_token.span,
-        syn::Item::Type(item) => item.type_token.span,
-        syn::Item::Use(item) => item.use_token.span,
-        other => other.span(),
+fn output_span(func: &Function) -> proc_macro2::Span {
+    match &func.sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => func.sig.ident.span(),
     }
 }
 
-/// Whether `ty` is `Context` (`by_ref: false`) or `&Context` (`by_ref: true`), judged by
-/// name: a path ending in `Context` with no generic arguments.
-pub(crate) fn context_type(ty: &syn::Type) -> Option<bool> {
-    fn is_context_path(ty: &syn::Type) -> bool {
-        match ty {
-            syn::Type::Path(path) if path.qself.is_none() => path
-                .path
-                .segments
-                .last()
-                .is_some_and(|last| last.ident == "Context" && last.arguments.is_none()),
-            syn::Type::Group(group) => is_context_path(&group.elem),
-            syn::Type::Paren(paren) => is_context_path(&paren.elem),
-            _ => false,
-        }
-    }
-    match ty {
-        syn::Type::Reference(reference) if reference.mutability.is_none() => {
-            is_context_path(&reference.elem).then_some(true)
-        }
-        syn::Type::Group(group) => context_type(&group.elem),
-        syn::Type::Paren(paren) => context_type(&paren.elem),
-        ty => is_context_path(ty).then_some(false),
-    }
-}
-
-/// The parameter name, when the parameter is a plain binding (`x: T`, `mut x: T`).
-fn param_ident(pat: &syn::Pat) -> Option<&syn::PatIdent> {
-    match pat {
-        syn::Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => Some(ident),
-        _ => None,
-    }
-}
-
-/// Accept or derive: which parameter, if any, is the parent.
-fn find_parent(sig: &syn::Signature, named: Option<&syn::Ident>) -> darling::Result<Parent> {
-    let params: Vec<(&syn::PatIdent, &syn::Type)> = sig
-        .inputs
-        .iter()
-        .filter_map(|arg| match arg {
-            syn::FnArg::Typed(pat) => param_ident(&pat.pat).map(|ident| (ident, &*pat.ty)),
-            syn::FnArg::Receiver(_) => None,
-        })
-        .collect();
-    let parent = |ident: &syn::PatIdent, by_ref| Parent::Param {
-        ident: ident.ident.clone(),
-        by_ref,
-        mutable: ident.mutability.is_some(),
-    };
-
+/// Which parameter is the parent: `ctx = name` must name a context parameter; a parameter
+/// named `ctx` must be a context; two context parameters need `ctx = name`.
+fn context_params(func: &Function, named: Option<&syn::Ident>) -> Vec<darling::Error> {
+    let name = &func.sig.ident;
     if let Some(named) = named {
-        let Some((ident, ty)) = params.iter().find(|(ident, _)| ident.ident == *named) else {
-            let names: Vec<String> = params.iter().map(|(p, _)| p.ident.to_string()).collect();
-            let hint = match closest(&named.to_string(), &names) {
-                Some(close) => format!("did you mean `ctx = {close}`?"),
-                None if names.is_empty() => {
-                    "remove `ctx = ...` to derive from `Context::current()`".to_owned()
-                }
-                None => format!("its parameters are `{}`", names.join("`, `")),
-            };
-            return Err(darling::Error::custom(format!(
-                "`ctx = {named}` names no parameter of `{}`: {hint}",
-                sig.ident
-            ))
-            .with_span(named));
-        };
-        return match context_type(ty) {
-            Some(by_ref) => Ok(parent(ident, by_ref)),
-            None => Err(darling::Error::custom(format!(
-                "`ctx = {named}` names a parameter of type `{}`, but the parent context must be \
-                 `&Context` or `Context` (ctx_core's)",
-                ty.to_token_stream().to_string().replace(" ,", ",")
-            ))
-            .with_span(&ty.span())),
-        };
+        return named_param(func, named).into_iter().collect();
     }
-
-    let mut errors = darling::Error::accumulator();
-    let contexts: Vec<_> = params
-        .iter()
-        .filter_map(|(ident, ty)| context_type(ty).map(|by_ref| (*ident, by_ref)))
-        .collect();
-    for (ident, ty) in &params {
-        if ident.ident == "ctx" && context_type(ty).is_none() {
+    let mut errors: Vec<_> = ctx_param_type(func).into_iter().collect();
+    let mut contexts = func.params.iter().filter(|p| p.context.is_some());
+    if let Some(first) = contexts.next() {
+        for extra in contexts {
             errors.push(
                 darling::Error::custom(format!(
-                    "parameter `ctx` of `#[cancellable]` function `{}` is not a context: \
-                     `#[cancellable]` takes a parameter named `ctx` to be the parent context, \
-                     which must be `&Context` or `Context`; rename this parameter, or name the \
-                     real context parameter with `#[cancellable(ctx = ...)]`",
-                    sig.ident
-                ))
-                .with_span(&ident.ident),
-            );
-        }
-    }
-    if let [(first, _), rest @ ..] = contexts.as_slice() {
-        for (extra, _) in rest {
-            errors.push(
-                darling::Error::custom(format!(
-                    "`#[cancellable]` function `{}` has two context parameters, `{}` and `{}`: \
-                     say which one is the parent with `#[cancellable(ctx = {})]`",
-                    sig.ident, first.ident, extra.ident, first.ident
+                    "`#[cancellable]` function `{name}` has two context parameters, `{}` and \
+                     `{}`: say which one is the parent with `#[cancellable(ctx = {})]`",
+                    first.ident, extra.ident, first.ident
                 ))
                 .with_span(&extra.ident),
             );
         }
     }
-    errors.finish()?;
-    Ok(match contexts.first() {
-        Some((ident, by_ref)) => parent(ident, *by_ref),
-        None => Parent::Current,
-    })
+    errors
+}
+
+/// A parameter named `ctx` is taken for the parent: it must be a context.
+fn ctx_param_type(func: &Function) -> Option<darling::Error> {
+    let name = &func.sig.ident;
+    let param = func.params.iter().find(|param| param.ident == "ctx")?;
+    if let syn::Type::Reference(reference) = &param.ty
+        && reference.mutability.is_some()
+        && super::ast::is_context_path(&reference.elem)
+    {
+        return Some(
+            darling::Error::custom(format!(
+                "parameter `ctx` of `#[cancellable]` function `{name}` is a `&mut Context`, but \
+                 a context is shared, never mutated (deriving from it takes `&self`): take \
+                 `ctx: &Context`, or `ctx: Context` to own a handle"
+            ))
+            .with_span(&reference.mutability),
+        );
+    }
+    if param.context.is_some() {
+        return None;
+    }
+    Some(
+        darling::Error::custom(format!(
+            "parameter `ctx` of `#[cancellable]` function `{name}` is not a context: \
+             `#[cancellable]` takes a parameter named `ctx` to be the parent context, which must \
+             be `&Context` or `Context`; rename this parameter, or name the real context \
+             parameter with `#[cancellable(ctx = ...)]`"
+        ))
+        .with_span(&param.ident),
+    )
+}
+
+fn named_param(func: &Function, named: &syn::Ident) -> Option<darling::Error> {
+    let Some(param) = func.params.iter().find(|p| p.ident == *named) else {
+        let names: Vec<String> = func.params.iter().map(|p| p.ident.to_string()).collect();
+        let hint = match closest(&named.to_string(), &names) {
+            Some(close) => format!("did you mean `ctx = {close}`?"),
+            None if names.is_empty() => {
+                "remove `ctx = ...` to derive from `Context::current()`".to_owned()
+            }
+            None => format!("its parameters are `{}`", names.join("`, `")),
+        };
+        return Some(
+            darling::Error::custom(format!(
+                "`ctx = {named}` names no parameter of `{}`: {hint}",
+                func.sig.ident
+            ))
+            .with_span(named),
+        );
+    };
+    if param.context.is_some() {
+        return None;
+    }
+    Some(
+        darling::Error::custom(format!(
+            "`ctx = {named}` names a parameter of type `{}`, but the parent context must be \
+             `&Context` or `Context` (ctx_core's)",
+            crate::common::written(&param.ty)
+        ))
+        .with_span(&param.ty.span()),
+    )
+}
+
+/// `allow_blocking` on a sync fn allows nothing: only async bodies are checked.
+fn allow_blocking_on_sync(args: &Args, func: &Function) -> Option<darling::Error> {
+    let span = args.allow_blocking.span()?;
+    if func.body.is_async() {
+        return None;
+    }
+    Some(
+        darling::Error::custom(format!(
+            "`allow_blocking` has no effect on `{}`, a sync function: only async \
+             `#[cancellable]` bodies are checked for blocking calls, since a sync one may \
+             block; remove it",
+            func.sig.ident
+        ))
+        .with_span(&span),
+    )
 }
 
 /// The closest of `candidates` to `name`, if any is close (edit distance ≤ 1/3 of the length).
@@ -370,90 +254,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// If `func` is what `#[async_trait]` makes of an `async fn` (a body ending in
-/// `Box::pin(async move { ... })`), that async block.
-fn async_trait_body(func: &syn::ItemFn) -> Option<&syn::ExprAsync> {
-    let syn::ReturnType::Type(_, ty) = &func.sig.output else {
-        return None;
-    };
-    future_output(ty)?;
-    let Some(syn::Stmt::Expr(syn::Expr::Call(call), None)) = func.block.stmts.last() else {
-        return None;
-    };
-    let syn::Expr::Path(path) = &*call.func else {
-        return None;
-    };
-    let names: Vec<String> = path
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    if !names.ends_with(&["Box".to_owned(), "pin".to_owned()]) || call.args.len() != 1 {
-        return None;
-    }
-    match call.args.first() {
-        Some(syn::Expr::Async(block)) if block.capture.is_some() => Some(block),
-        _ => None,
-    }
-}
-
-/// `X` in `Pin<Box<dyn Future<Output = X> + ...>>`.
-fn future_output(ty: &syn::Type) -> Option<syn::Type> {
-    let last = |ty: &syn::Type| match ty {
-        syn::Type::Path(path) => path.path.segments.last().cloned(),
-        _ => None,
-    };
-    let only_type_arg = |segment: &syn::PathSegment| match &segment.arguments {
-        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
-            syn::GenericArgument::Type(ty) => Some(ty.clone()),
-            _ => None,
-        }),
-        _ => None,
-    };
-    let pin = last(ty).filter(|s| s.ident == "Pin")?;
-    let boxed = only_type_arg(&pin)?;
-    let boxed = last(&boxed).filter(|s| s.ident == "Box")?;
-    let syn::Type::TraitObject(object) = only_type_arg(&boxed)? else {
-        return None;
-    };
-    object.bounds.iter().find_map(|bound| match bound {
-        syn::TypeParamBound::Trait(bound) => {
-            let segment = bound.path.segments.last()?;
-            if segment.ident != "Future" {
-                return None;
-            }
-            match &segment.arguments {
-                syn::PathArguments::AngleBracketed(args) => {
-                    args.args.iter().find_map(|arg| match arg {
-                        syn::GenericArgument::AssocType(assoc) if assoc.ident == "Output" => {
-                            Some(assoc.ty.clone())
-                        }
-                        _ => None,
-                    })
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn context_types() {
-        let check = |src: &str| context_type(&syn::parse_str(src).unwrap());
-        assert_eq!(check("Context"), Some(false));
-        assert_eq!(check("ctx_core::Context"), Some(false));
-        assert_eq!(check("&Context"), Some(true));
-        assert_eq!(check("&'a ::ctx_core::Context"), Some(true));
-        assert_eq!(check("&mut Context"), None);
-        assert_eq!(check("&mut std::task::Context<'_>"), None);
-        assert_eq!(check("String"), None);
-    }
 
     #[test]
     fn suggestions() {
