@@ -36,6 +36,9 @@ impl Repo for Memory {
 fn main() {
     let repo = Memory(vec!["a".into()]);
     let ctx = Context::background();
-    assert_eq!(futures::executor::block_on(repo.get(&ctx, 0)), Ok("a".to_owned()));
+    assert_eq!(
+        futures::executor::block_on(repo.get(&ctx, 0)),
+        Ok("a".to_owned())
+    );
     assert_eq!(futures::executor::block_on(repo.count()), Ok(1));
 }

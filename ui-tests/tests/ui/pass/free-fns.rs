@@ -1,6 +1,12 @@
 //! Free functions, sync and async, in accept and derive mode, with every argument.
 #![deny(warnings)]
 #![allow(dead_code)]
+// The loops below are there for their shapes, not their sense.
+#![allow(
+    clippy::never_loop,
+    clippy::while_let_on_iterator,
+    clippy::let_unit_value
+)]
 
 use std::time::{Duration, Instant};
 
@@ -103,7 +109,12 @@ async fn async_derive(n: u32) -> Result<u32, Error> {
 }
 
 #[cancellable(timeout = "10s")]
-async fn async_accept(ctx: &Context, name: String, (a, b): (u32, u32), _: u8) -> Result<String, Error> {
+async fn async_accept(
+    ctx: &Context,
+    name: String,
+    (a, b): (u32, u32),
+    _: u8,
+) -> Result<String, Error> {
     let ready = std::future::ready(a + b).await;
     let _ = ctx.checkpoint()?;
     Ok(format!("{name}{ready}"))

@@ -98,7 +98,11 @@ impl Handler for Doubler {
 }
 
 #[cancellable]
-fn generic<'a, T, U: Clone>(items: &'a [T], extra: U, shown: impl Display) -> Result<Vec<&'a T>, Error>
+fn generic<'a, T, U: Clone>(
+    items: &'a [T],
+    extra: U,
+    shown: impl Display,
+) -> Result<Vec<&'a T>, Error>
 where
     T: PartialEq<U>,
 {
@@ -163,5 +167,8 @@ fn main() {
     assert_eq!(unsafe { read(&x) }, Ok(7));
     assert_send(&async_generic(&[1], &Context::background()));
     let _ = read_async;
-    let _ = async_impl_args(1);
+    assert_eq!(
+        futures::executor::block_on(async_impl_args(1)),
+        Ok("1".to_owned())
+    );
 }
