@@ -1,3 +1,4 @@
+//! `timeout` and `deadline` given together: keep one.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = "1s", deadline = std::time::Instant::now())]

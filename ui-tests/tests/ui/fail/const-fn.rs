@@ -1,3 +1,4 @@
+//! `#[cancellable]` on a `const fn`, which cannot derive a context at run time.
 use ctx_core::{Error, cancellable};
 
 #[cancellable]

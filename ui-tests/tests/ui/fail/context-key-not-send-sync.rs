@@ -1,3 +1,4 @@
+//! A context key with a field that is not `Send + Sync` (`Rc<RefCell<..>>`).
 use std::cell::RefCell;
 use std::rc::Rc;
 

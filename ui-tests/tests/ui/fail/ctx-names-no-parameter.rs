@@ -1,3 +1,4 @@
+//! `ctx = name` with a name no parameter has (a typo): "did you mean".
 use ctx_core::{Context, Error, cancellable};
 
 #[cancellable(ctx = reqest)]

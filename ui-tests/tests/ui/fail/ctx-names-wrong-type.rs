@@ -1,3 +1,4 @@
+//! `ctx = name` naming a parameter that is not a context.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(ctx = id)]

@@ -1,3 +1,4 @@
+//! A parameter named `ctx` whose type is not a context.
 use ctx_core::{Error, cancellable};
 
 struct Request;

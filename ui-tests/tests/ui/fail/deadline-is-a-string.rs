@@ -1,3 +1,4 @@
+//! `deadline = "5s"`: a duration string where an `Instant` goes.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(deadline = "5s")]

@@ -1,3 +1,4 @@
+//! The same argument given twice.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = "1s", timeout = "2s")]

@@ -1,3 +1,4 @@
+//! An error type without `From<ctx_core::Error>`.
 use ctx_core::cancellable;
 
 #[derive(Debug)]

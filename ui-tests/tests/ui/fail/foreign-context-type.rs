@@ -1,5 +1,5 @@
-//! A parameter typed with another crate's `Context` is taken for the parent; the error
-//! says how to get out of that.
+//! A parameter typed with another crate's `Context`, taken for the parent by its name; the
+//! error says how to get out of that.
 use ctx_core::{Error, cancellable};
 
 mod templates {

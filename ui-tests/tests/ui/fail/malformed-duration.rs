@@ -1,3 +1,4 @@
+//! A timeout string with an unknown unit (`"1x"`).
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = "1x")]

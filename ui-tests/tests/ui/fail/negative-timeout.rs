@@ -1,3 +1,4 @@
+//! A negative timeout.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = "-1s")]

@@ -1,3 +1,4 @@
+//! A `#[cancellable]` function with no return type, so no way to report cancellation.
 use ctx_core::cancellable;
 
 #[cancellable]

@@ -1,3 +1,4 @@
+//! `#[cancellable]` on a struct; the struct is still emitted (no follow-on errors).
 use ctx_core::cancellable;
 
 #[cancellable]

@@ -1,3 +1,4 @@
+//! A relative `crate = "..."` path.
 use ctx_core::{Error, cancellable};
 
 pub mod reexport {

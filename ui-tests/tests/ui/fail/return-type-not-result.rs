@@ -1,3 +1,4 @@
+//! A return type that is not a `Result`.
 use ctx_core::cancellable;
 
 #[cancellable]

@@ -1,3 +1,4 @@
+//! `timeout = 30`: a number without a unit.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = 30)]

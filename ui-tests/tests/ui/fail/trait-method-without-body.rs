@@ -1,3 +1,4 @@
+//! `#[cancellable]` on a trait method declaration without a body.
 use ctx_core::{Error, cancellable};
 
 trait Job {

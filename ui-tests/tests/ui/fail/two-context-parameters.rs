@@ -1,3 +1,4 @@
+//! Two context parameters and no `ctx = name` to say which is the parent.
 use ctx_core::{Context, Error, cancellable};
 
 #[cancellable]

@@ -1,3 +1,4 @@
+//! An unknown argument (a typo of `timeout`): "did you mean".
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeot = "1s")]

@@ -1,3 +1,4 @@
+//! An unknown `checkpoints` value.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(checkpoints = "loop")]

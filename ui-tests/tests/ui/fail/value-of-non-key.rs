@@ -1,3 +1,4 @@
+//! `ctx.value::<T>()` with a type that is not a context key.
 use ctx_core::Context;
 
 struct RequestId(u64);

@@ -1,3 +1,4 @@
+//! A zero timeout, which would cancel the function before it starts.
 use ctx_core::{Error, cancellable};
 
 #[cancellable(timeout = "0s")]
