@@ -243,6 +243,13 @@ where
             drop(scope);
             return Poll::Ready(Ok(status_response(status)));
         }
+        // A response with nothing more to send (a trailers-only status) ends the RPC now, and
+        // must go out as HEADERS with END_STREAM: gRPC peers read a trailers-only response
+        // followed by an empty DATA frame as a stream without trailers.
+        if response.body().is_end_stream() {
+            drop(scope);
+            return Poll::Ready(Ok(response.map(|_| ServerBody::empty())));
+        }
         let deadline = *this.deadline;
         Poll::Ready(Ok(
             response.map(|body| ServerBody::new(body, scope, deadline))
@@ -360,11 +367,10 @@ where
             Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
             Poll::Pending => {
                 let done = this.done.get_or_insert_with(|| scope.done());
+                // No clock check here (unlike the response future): no tonic timer races
+                // the body, so the context's own end (and its error) decides.
                 match Pin::new(done).poll(cx) {
                     Poll::Ready(err) => Some(err),
-                    Poll::Pending if this.deadline.is_some_and(|d| Instant::now() >= d) => {
-                        Some(crate::Error::DeadlineExceeded)
-                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
