@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use http::{HeaderValue, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::baggage::{BAGGAGE, BaggageKeys};
 use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
 use crate::{Context, Error, Run};
 
@@ -27,19 +29,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Clone, Debug, Default)]
 pub struct PropagateDeadlineLayer {
     ctx: Option<Context>,
+    baggage: Arc<BaggageKeys>,
 }
 
 impl PropagateDeadlineLayer {
     /// Uses [`Context::current`] of each call.
     pub fn new() -> PropagateDeadlineLayer {
-        PropagateDeadlineLayer { ctx: None }
+        PropagateDeadlineLayer::default()
     }
 
     /// Uses `ctx` (a `&Context`, a `Context` or a `&CancelScope`) for every call.
     pub fn with_context(ctx: impl AsRef<Context>) -> PropagateDeadlineLayer {
         PropagateDeadlineLayer {
             ctx: Some(ctx.as_ref().clone()),
+            ..PropagateDeadlineLayer::default()
         }
+    }
+
+    /// Also sends the context's values of these keys in the W3C `baggage` header (see
+    /// [`baggage`](super::baggage)), after any entries the request already has.
+    pub fn baggage(mut self, keys: BaggageKeys) -> PropagateDeadlineLayer {
+        self.baggage = Arc::new(keys);
+        self
     }
 }
 
@@ -50,6 +61,7 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
         PropagateDeadline {
             inner,
             ctx: self.ctx.clone(),
+            baggage: self.baggage.clone(),
         }
     }
 }
@@ -59,6 +71,7 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 pub struct PropagateDeadline<S> {
     inner: S,
     ctx: Option<Context>,
+    baggage: Arc<BaggageKeys>,
 }
 
 impl<S, B> Service<Request<B>> for PropagateDeadline<S>
@@ -87,6 +100,16 @@ where
             let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
                 .expect("digits and a unit are ASCII");
             request.headers_mut().insert(GRPC_TIMEOUT, value);
+        }
+        if let Some(entries) = self.baggage.encode(&ctx) {
+            let header = match request.headers().get(BAGGAGE).map(HeaderValue::to_str) {
+                Some(Ok(theirs)) if !theirs.is_empty() => format!("{theirs},{entries}"),
+                _ => entries,
+            };
+            // Tokens and percent-encoded values: visible ASCII.
+            if let Ok(value) = HeaderValue::from_str(&header) {
+                request.headers_mut().insert(BAGGAGE, value);
+            }
         }
         DeadlineFuture {
             run: Some(ctx.into_run(self.inner.call(request))),

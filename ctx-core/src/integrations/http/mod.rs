@@ -17,6 +17,7 @@
 //! A call that a context ended names itself in a [`HopError`] (what was called, on which
 //! host, which side ran out), so a log says where the budget ran out.
 
+pub mod baggage;
 mod client;
 #[cfg(feature = "axum")]
 mod extract;

@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::baggage::{BAGGAGE, BaggageKeys, BaggageReport};
 use super::grpc_timeout::{GRPC_TIMEOUT, parse_grpc_timeout};
 use crate::{CancelScope, Context, Scoped};
 
@@ -60,6 +61,8 @@ struct Config {
     root: Context,
     default_timeout: Option<Duration>,
     max_timeout: Option<Duration>,
+    /// The `baggage` keys accepted from clients; none by default (the header is ignored).
+    baggage: BaggageKeys,
 }
 
 impl ContextLayer {
@@ -71,6 +74,7 @@ impl ContextLayer {
                 root: root.as_ref().clone(),
                 default_timeout: None,
                 max_timeout: None,
+                baggage: BaggageKeys::new(),
             }),
         }
     }
@@ -84,6 +88,15 @@ impl ContextLayer {
     /// The longest timeout a request may ask for; longer ones are cut to this.
     pub fn max_timeout(mut self, timeout: Duration) -> ContextLayer {
         Arc::make_mut(&mut self.config).max_timeout = Some(timeout);
+        self
+    }
+
+    /// Accepts these keys from the request's W3C `baggage` header into its context (see
+    /// [`baggage`](super::baggage)); every other entry is dropped, and the request's
+    /// [`BaggageReport`](super::baggage::BaggageReport) extension says why. Without it the
+    /// header is ignored: only trust baggage from callers you trust.
+    pub fn trust_baggage(mut self, keys: BaggageKeys) -> ContextLayer {
+        Arc::make_mut(&mut self.config).baggage = keys;
         self
     }
 }
@@ -146,10 +159,21 @@ where
             Some(t) => config.root.with_timeout(t),
             None => config.root.with_cancel(),
         };
-        request.extensions_mut().insert(scope.context().clone());
-        let future = scope.enter(|| self.inner.call(request));
+        let ctx = match request.headers().get(BAGGAGE) {
+            Some(header) if !config.baggage.is_empty() => {
+                let (ctx, report) = match header.to_str() {
+                    Ok(header) => config.baggage.decode(scope.context(), header),
+                    Err(_) => (scope.context().clone(), BaggageReport::not_text()),
+                };
+                request.extensions_mut().insert(report);
+                ctx
+            }
+            _ => scope.context().clone(),
+        };
+        request.extensions_mut().insert(ctx.clone());
+        let future = ctx.enter(|| self.inner.call(request));
         ResponseFuture {
-            future: Some(scope.scope(future)),
+            future: Some(ctx.scope(future)),
             scope: Some(scope),
             rejected: None,
         }

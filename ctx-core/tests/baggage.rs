@@ -1,0 +1,246 @@
+//! W3C baggage over the http layers: opt-in keys, trusted servers, limits, a fuzzed codec.
+#![cfg(feature = "tower")]
+
+use std::convert::Infallible;
+
+use ctx_core::http::baggage::{
+    BAGGAGE, Baggage, BaggageKeys, BaggageReport, MAX_BYTES, MAX_ENTRIES,
+};
+use ctx_core::http::{ContextLayer, PropagateDeadlineLayer};
+use ctx_core::{Context, ContextKey};
+use proptest::prelude::*;
+use tower::{Layer, ServiceExt, service_fn};
+
+#[derive(Debug, PartialEq)]
+struct Tenant(u32);
+impl ContextKey for Tenant {
+    const NAME: &'static str = "Tenant";
+}
+impl Baggage for Tenant {
+    const KEY: &'static str = "tenant";
+    fn encode(&self) -> String {
+        self.0.to_string()
+    }
+    fn decode(value: &str) -> Result<Self, String> {
+        value
+            .parse()
+            .map(Tenant)
+            .map_err(|e| format!("not a tenant: {e}"))
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Note(String);
+impl ContextKey for Note {
+    const NAME: &'static str = "Note";
+}
+impl Baggage for Note {
+    const KEY: &'static str = "note";
+    fn encode(&self) -> String {
+        self.0.clone()
+    }
+    fn decode(value: &str) -> Result<Self, String> {
+        Ok(Note(value.to_string()))
+    }
+}
+
+/// A secret that must never leave the process: a context key without `Baggage`.
+struct Password(&'static str);
+impl ContextKey for Password {
+    const NAME: &'static str = "Password";
+}
+
+fn keys() -> BaggageKeys {
+    BaggageKeys::new().key::<Tenant>().key::<Note>()
+}
+
+/// What a client layer with `keys` sends for `ctx`, as the `baggage` header.
+fn sent(ctx: &Context, existing: Option<&str>) -> Option<String> {
+    let client = PropagateDeadlineLayer::with_context(ctx)
+        .baggage(keys())
+        .layer(service_fn(|request: http::Request<()>| async move {
+            Ok::<_, Infallible>(
+                request
+                    .headers()
+                    .get(BAGGAGE)
+                    .map(|v| v.to_str().unwrap().to_string()),
+            )
+        }));
+    let mut request = http::Request::new(());
+    if let Some(existing) = existing {
+        request
+            .headers_mut()
+            .insert(BAGGAGE, existing.parse().unwrap());
+    }
+    futures::executor::block_on(client.oneshot(request)).unwrap()
+}
+
+/// What the handler saw: the tenant, the note, the report. (`From<String>`: the layer's
+/// body type must be able to carry its own 400 answers.)
+#[derive(Default)]
+struct Seen(Option<u32>, Option<String>, Option<BaggageReport>);
+impl From<String> for Seen {
+    fn from(_: String) -> Seen {
+        Seen::default()
+    }
+}
+
+/// What a server layer (trusting `trusted`) gives its handler for a `baggage` header.
+fn received(
+    trusted: Option<BaggageKeys>,
+    header: &str,
+) -> (Option<u32>, Option<String>, Option<BaggageReport>) {
+    let root = Context::background();
+    let mut layer = ContextLayer::new(&root);
+    if let Some(trusted) = trusted {
+        layer = layer.trust_baggage(trusted);
+    }
+    let server = layer.layer(service_fn(|request: http::Request<String>| async move {
+        let ctx = Context::current();
+        let seen = Seen(
+            ctx.value::<Tenant>().map(|t| t.0),
+            ctx.value::<Note>().map(|n| n.0.clone()),
+            request.extensions().get::<BaggageReport>().cloned(),
+        );
+        assert_eq!(
+            request
+                .extensions()
+                .get::<Context>()
+                .unwrap()
+                .value::<Tenant>(),
+            ctx.value::<Tenant>(),
+            "the extension and the current context agree"
+        );
+        Ok::<_, Infallible>(http::Response::new(seen))
+    }));
+    let request = http::Request::builder()
+        .header(BAGGAGE, header)
+        .body(String::new())
+        .unwrap();
+    let Seen(tenant, note, report) = futures::executor::block_on(server.oneshot(request))
+        .unwrap()
+        .into_body();
+    (tenant, note, report)
+}
+
+#[test]
+fn opted_in_values_travel_and_others_never_do() {
+    let ctx = Context::background()
+        .with_value(Tenant(42))
+        .with_value(Note("a b,c;d=é".into()))
+        .with_value(Password("hunter2"));
+    let header = sent(&ctx, None).expect("a baggage header");
+    assert!(!header.contains("hunter2"));
+    assert_eq!(header, "tenant=42,note=a%20b%2Cc%3Bd=%C3%A9");
+    let (tenant, note, report) = received(Some(keys()), &header);
+    assert_eq!((tenant, note.as_deref()), (Some(42), Some("a b,c;d=é")));
+    let report = report.unwrap();
+    assert_eq!(report.accepted, ["tenant", "note"]);
+    assert!(report.rejected.is_empty());
+    // A request that already carries baggage keeps it, ours after it.
+    assert_eq!(
+        sent(&ctx.with_value(Tenant(1)), Some("trace=x")).unwrap(),
+        "trace=x,tenant=1,note=a%20b%2Cc%3Bd=%C3%A9"
+    );
+    // Nothing to send, no header.
+    assert_eq!(sent(&Context::background(), None), None);
+}
+
+#[test]
+fn an_untrusting_server_ignores_the_header() {
+    assert_eq!(received(None, "tenant=42"), (None, None, None));
+    // Trusting only `Tenant`: `note` is dropped with a reason.
+    let (tenant, note, report) =
+        received(Some(BaggageKeys::new().key::<Tenant>()), "tenant=7,note=hi");
+    assert_eq!((tenant, note), (Some(7), None));
+    let report = report.unwrap();
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].key, "note");
+    assert_eq!(report.rejected[0].reason, "no trusted key of that name");
+}
+
+#[test]
+fn malformed_entries_are_dropped_with_a_reason_and_the_rest_kept() {
+    let (tenant, note, report) = received(
+        Some(keys()),
+        "garbage, tenant=oops ,bad key=1,note=%zz,note2, tenant=9;prop=1 ,tenant=10",
+    );
+    // `tenant=oops` was refused, so `tenant=9` stands, and `tenant=10` repeats it.
+    assert_eq!((tenant, note), (Some(9), None));
+    let reasons: Vec<(String, String)> = report
+        .unwrap()
+        .rejected
+        .into_iter()
+        .map(|r| (r.key, r.reason))
+        .collect();
+    let has = |key: &str, reason: &str| reasons.iter().any(|(k, r)| k == key && r.contains(reason));
+    assert!(has("garbage", "no `=`"), "{reasons:?}");
+    assert!(has("tenant", "not a tenant"), "{reasons:?}");
+    assert!(has("bad key", "not an HTTP token"), "{reasons:?}");
+    assert!(has("note", "percent-encoding"), "{reasons:?}");
+    assert!(has("note2", "no `=`"), "{reasons:?}");
+    assert!(has("tenant", "repeated"), "{reasons:?}");
+}
+
+#[test]
+fn limits_hold_both_ways() {
+    // Incoming: entries past the 64th are dropped; an oversized header is dropped whole.
+    let many: Vec<String> = (0..MAX_ENTRIES + 6).map(|i| format!("k{i}=v")).collect();
+    let header = format!("{},tenant=5", many.join(","));
+    let (tenant, _, report) = received(Some(keys()), &header);
+    assert_eq!(tenant, None, "the 71st entry is over the limit");
+    let report = report.unwrap();
+    assert!(
+        report
+            .rejected
+            .iter()
+            .any(|r| r.key == "tenant" && r.reason.contains("64 entries"))
+    );
+    let huge = format!("tenant=1,note={}", "x".repeat(MAX_BYTES));
+    let (tenant, _, report) = received(Some(keys()), &huge);
+    assert_eq!(tenant, None);
+    assert!(
+        report.unwrap().rejected[0]
+            .reason
+            .contains("over the limit")
+    );
+    // Outgoing: a value that would overflow the header is left out.
+    let ctx = Context::background()
+        .with_value(Tenant(3))
+        .with_value(Note("y".repeat(MAX_BYTES)));
+    assert_eq!(sent(&ctx, None).as_deref(), Some("tenant=3"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any text value survives the trip, whatever characters it has.
+    #[test]
+    fn any_value_round_trips(value in any::<String>(), tenant in any::<u32>()) {
+        let keys = keys();
+        let ctx = Context::background().with_value(Note(value.clone())).with_value(Tenant(tenant));
+        let header = keys.encode(&ctx).unwrap();
+        prop_assert!(header.is_ascii());
+        let (back, report) = keys.decode(&Context::background(), &header);
+        prop_assert!(report.rejected.is_empty(), "{:?}", report);
+        prop_assert_eq!(back.value::<Note>().map(|n| n.0.as_str()), Some(value.as_str()));
+        prop_assert_eq!(back.value::<Tenant>().map(|t| t.0), Some(tenant));
+    }
+
+    /// The decoder never panics, accepts at most one value per key and reports every
+    /// non-empty entry it does not accept.
+    #[test]
+    fn any_header_is_handled(header in "[ -~]{0,300}") {
+        let (_, report) = keys().decode(&Context::background(), &header);
+        prop_assert!(report.accepted.len() <= 2);
+        let members = header.split(',').filter(|m| !m.trim_matches([' ', '\t']).is_empty()).count();
+        prop_assert_eq!(report.accepted.len() + report.rejected.len(), members);
+    }
+
+    /// Arbitrary bytes (as lossy text) never panic either.
+    #[test]
+    fn any_bytes_are_handled(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let header = String::from_utf8_lossy(&bytes);
+        let _ = keys().decode(&Context::background(), &header);
+    }
+}
