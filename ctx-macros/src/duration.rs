@@ -130,20 +130,10 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<(bool, u64), DurationErro
         }
         let (unit, rest) = s.split_at(end);
         s = rest;
-        let unit_nanos: u64 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60 * 1_000_000_000,
-            "h" => 3_600 * 1_000_000_000,
-            _ => {
-                return Err(DurationError::UnknownUnit {
-                    unit: unit.to_owned(),
-                    input: input.to_owned(),
-                });
-            }
-        };
+        let unit_nanos = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit {
+            unit: unit.to_owned(),
+            input: input.to_owned(),
+        })?;
         if value > LIMIT / unit_nanos {
             return Err(overflow());
         }
@@ -166,6 +156,19 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<(bool, u64), DurationErro
         return Err(overflow());
     }
     Ok((negative, total))
+}
+
+/// Nanoseconds in one `unit`, if it is one of Go's.
+fn unit_nanos(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        _ => return None,
+    })
 }
 
 /// The leading decimal integer of `s` and the rest; `None` on overflow.

@@ -19,6 +19,14 @@
 //! Naming every elided input lifetime, one for one, leaves the elision of the return type
 //! (`&[u8]` above) resolving to the same lifetime as before.
 //!
+//! Why not keep the `async fn` and rewrite only its body, as tracing-attributes does (the
+//! compiler would then capture everything itself)? Because an `async fn`'s body runs at the
+//! first poll, and in derive mode the parent must be read when the function is *called*
+//! (DESIGN.md; `Context::current()` at the call is what a future spawned elsewhere, or
+//! polled outside the caller's scope, must inherit). That takes code that runs at the call:
+//! a non-async function returning the future, whose return type is an `impl Future` again,
+//! with the same capture rules. So the rewrite is that function, with its lifetimes named.
+//!
 //! Where the walk stops: `fn(&T)` pointer types and `Fn(&T)` sugar (their elided lifetimes
 //! are higher-ranked, bound by the type itself, not the function's) and macros in type
 //! position. What it cannot see: a lifetime hidden in a path (`Cow<str>` for

@@ -1,5 +1,5 @@
 //! `#[cancellable]`, as a pipeline: parse the arguments ([`args`]) and the item ([`ast`]),
-//! check them together ([`validate`], with the body's [`lints`]), decide ([`plan`]) and
+//! check them together ([`validate`], with the body's [`lints`]), decide ([`mod@plan`]) and
 //! generate ([`expand`], with the body rewritten by [`checkpoints`] and the lifetimes named
 //! by [`lifetimes`]). On any error: [`crate::fallback`].
 
