@@ -39,13 +39,13 @@ use crate::common::path_ends_with;
 /// The checks on one body.
 pub(crate) struct BodyLints<'a> {
     /// The function's name, for the messages.
-    pub(crate) function: &'a syn::Ident,
+    function: &'a syn::Ident,
     /// The context parameter (accept mode), or `None` (derive mode): what to pass on instead.
-    pub(crate) ctx: Option<&'a syn::Ident>,
+    ctx: Option<&'a syn::Ident>,
     /// Report detaching.
-    pub(crate) detached: bool,
+    detached: bool,
     /// Report blocking (an async body).
-    pub(crate) blocking: bool,
+    blocking: bool,
     /// Inside a closure (blocking is not reported there).
     in_closure: bool,
     errors: Vec<darling::Error>,
