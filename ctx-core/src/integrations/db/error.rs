@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// Why [`sqlite::run`](super::sqlite::run) or [`postgres::run`](super::postgres::run)
-/// returned no result: the context ended first, or the database (or the pool) failed.
+/// Why `db::sqlite::run` or `db::postgres::run` returned no result: the context ended
+/// first, or the database (or the pool) failed.
 ///
 /// [`context_error`](Error::context_error) tells the two apart, so a handler can answer a
 /// timeout as a timeout whatever database it used:

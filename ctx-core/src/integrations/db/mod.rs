@@ -7,7 +7,7 @@
 //! that arrives late kills the next query on that connection. Each module here does the
 //! whole job:
 //!
-//! | | [`sqlite::run`] | [`postgres::run`] |
+//! | | `sqlite::run` | `postgres::run` |
 //! | --- | --- | --- |
 //! | stops the work with | `sqlite3_interrupt` from [`Context::after_func`](crate::Context::after_func) | a cancel request (`CancelToken::cancel_query`) |
 //! | the call returns | when the statement has stopped | at once |
