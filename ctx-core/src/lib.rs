@@ -65,6 +65,8 @@
 //! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`process::output`] |
 //! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec |
 //! | `axum` | | `Context` as an axum extractor (and `tower`) |
+//! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
+//! | `reqwest` | | [`http::DeadlineMiddleware`]: reqwest requests bounded by their context (and `tower`) |
 //!
 //! With no feature at all ctx-core depends on nothing but `pin-project-lite`.
 //!
@@ -176,6 +178,54 @@
 //! # }
 //! # #[cfg(not(feature = "axum"))] fn main() {}
 //! ```
+
+//!
+//! ## `tonic`: deadlines across gRPC hops
+//!
+//! ```
+//! # #[cfg(feature = "tonic")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, Error, http::grpc::{ClientLayer, ServerLayer}};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Server: each RPC runs under a child of `root` with the client's deadline (capped), as
+//! // `Context::current()`; expiry answers DEADLINE_EXCEEDED, shutdown UNAVAILABLE.
+//! let root = Context::background().with_cancel();
+//! let layer = ServerLayer::new(&root).max_timeout(Duration::from_secs(30));
+//! let _router = tonic::transport::Server::builder().layer(layer);
+//!
+//! // Client: every call sends what is left of its context's budget as `grpc-timeout`.
+//! let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let _channel = tower::ServiceBuilder::new().layer(ClientLayer::new()).service(channel);
+//!
+//! // Handlers `?` context errors into statuses.
+//! let status = tonic::Status::from(Error::DeadlineExceeded);
+//! assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+//! # });
+//! # }
+//! # #[cfg(not(feature = "tonic"))] fn main() {}
+//! ```
+//!
+//! [`http::grpc`] runs a whole round trip over loopback.
+//!
+//! ## `reqwest`: a budget for outgoing HTTP requests
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, http::DeadlineMiddleware};
+//!
+//! // Each request made inside a context gets its remaining time as its timeout (and here as
+//! // `grpc-timeout` for the next hop), fails fast once it is done, is dropped when it ends.
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(DeadlineMiddleware::new().send_grpc_timeout(true))
+//!     .build();
+//! # let _ = (client, Context::background(), Duration::ZERO);
+//! # }
+//! # #[cfg(not(feature = "reqwest"))] fn main() {}
+//! ```
+//!
+//! [`http::DeadlineMiddleware`] runs a request over loopback.
 
 #![warn(missing_docs)]
 

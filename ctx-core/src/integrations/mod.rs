@@ -5,7 +5,7 @@
 //! | module | feature | gives |
 //! | --- | --- | --- |
 //! | `tokio` | `tokio` | [`Group`](crate::Group), [`spawn`](crate::spawn), [`signal`](crate::signal), [`process`](crate::process) |
-//! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, the axum extractor |
+//! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, the axum extractor; [`http::grpc`](crate::http::grpc) (`tonic`); [`http::DeadlineMiddleware`](crate::http::DeadlineMiddleware) (`reqwest`) |
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod db;

@@ -49,7 +49,7 @@ impl From<Error> for Status {
 /// // A call from a context that is already done fails at once, unsent.
 /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
 /// let channel = tower::ServiceBuilder::new()
-///     .layer(ctx_core::http::grpc::ClientLayer::new())
+///     .layer(ctx_core::http::grpc::ClientLayer::new().authority("127.0.0.1:9"))
 ///     .service(channel);
 /// let mut client = tonic::client::Grpc::new(channel);
 /// let scope = Context::background().with_cancel();
