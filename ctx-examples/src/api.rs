@@ -14,20 +14,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ctx_core::{Context, Error, Group, cancellable, process};
 
+use crate::db::{self, Db};
 use crate::stats::Stats;
 
 /// Shared by every handler.
 pub struct App {
     pub stats: Stats,
+    /// The SQLite connections `/slow` queries.
+    pub db: Db,
     /// Handlers running right now (the shutdown report checks it drops to zero).
     pub running: AtomicU64,
     seed: AtomicU64,
 }
 
 impl App {
-    pub fn new() -> Arc<App> {
+    pub fn new(db: Db) -> Arc<App> {
         Arc::new(App {
             stats: Stats::default(),
+            db,
             running: AtomicU64::new(0),
             seed: AtomicU64::new(0x2545_F491_4F6C_DD1D),
         })
@@ -122,15 +126,13 @@ async fn fast(State(app): State<Arc<App>>) -> Result<String, ApiError> {
     Ok("fast\n".into())
 }
 
-/// Ten backend steps of 40 ms: 400 ms of work that a short deadline or a client that gives
-/// up cuts short.
+/// A real SQLite query (a recursive CTE, ~150 ms of work) under the request's context: a
+/// short deadline or a client that gives up interrupts it in SQLite, and the connection
+/// serves the next request.
 #[cancellable]
 async fn slow(State(app): State<Arc<App>>) -> Result<String, ApiError> {
-    let _tally = Tally::start(&app, "slow", Duration::from_millis(400));
-    for _step in 0..10 {
-        backend(Duration::from_millis(40)).await?;
-    }
-    Ok("slow\n".into())
+    let sum = db::slow_query(&app, &Context::current(), "slow").await?;
+    Ok(format!("slow: {sum}\n"))
 }
 
 /// Queries three backends at once under a `Group`: the first failure cancels the others.

@@ -7,6 +7,7 @@
 //! `-- --help` lists the flags.
 
 mod api;
+mod db;
 mod load;
 mod server;
 mod stats;
@@ -31,7 +32,8 @@ OPTIONS:
 
 ENDPOINTS:
     /fast      answers at once
-    /slow      ten 40 ms backend steps (400 ms)
+    /slow      a SQLite query (a recursive CTE, ~150 ms of work), interrupted in SQLite when
+               the request's budget ends
     /fanout    three backends under a Group: the first failure cancels the rest
     /command   runs `sleep 0.25` under the request deadline (SIGTERM when it ends)
 
@@ -103,7 +105,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), String> {
-    let app = api::App::new();
+    // Eight SQLite connections; `/slow`'s query is ~150 ms of work on an idle core (more
+    // when eight share the machine's cores).
+    let app = api::App::new(db::Db::open(8, Duration::from_millis(150))?);
     // The server's root: cancelling it cancels every request in flight.
     let (root, shutdown) = match options.serve {
         Some(_) => {
@@ -146,6 +150,11 @@ async fn run(options: Options) -> Result<(), String> {
         .await;
         println!("\nmix done in {:.1}s\n", started.elapsed().as_secs_f64());
         println!("{}", app.stats.table());
+        println!(
+            "sqlite: {} slow queries ran, {} of them interrupted in SQLite when their request ended",
+            app.db.started.load(Ordering::Relaxed),
+            app.db.interrupted.load(Ordering::Relaxed)
+        );
         println!(
             "client side: {} ok, {} deadline exceeded, {} gave up early, {} other errors",
             client.ok, client.deadline, client.gave_up, client.other
