@@ -201,7 +201,7 @@ async fn a_malformed_grpc_timeout_is_invalid_argument_with_a_reason() {
         assert!(status.message().contains(reason), "{value}: {status:?}");
     }
     // The service was never called.
-    let mut events = server.events.lock().unwrap();
+    let mut events = server.events.lock().await;
     assert!(events.try_recv().is_err());
 }
 
@@ -326,7 +326,7 @@ async fn a_call_from_a_done_context_fails_locally_unsent() {
     );
 
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut events = server.events.lock().unwrap();
+    let mut events = server.events.lock().await;
     assert!(events.try_recv().is_err(), "nothing reached the server");
 }
 

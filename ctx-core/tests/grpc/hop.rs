@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ctx_core::http::grpc::{ClientLayer, ClientService, ServerLayer};
@@ -134,7 +133,7 @@ impl Relay for Hop {
 /// A running hop.
 pub struct Server {
     pub addr: SocketAddr,
-    pub events: Mutex<mpsc::UnboundedReceiver<Event>>,
+    pub events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     shutdown: Option<CancelHandle>,
     task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -179,7 +178,7 @@ impl Server {
         };
         Server {
             addr,
-            events: Mutex::new(rx),
+            events: tokio::sync::Mutex::new(rx),
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -191,7 +190,7 @@ impl Server {
 
     /// The next event, within `within`.
     pub async fn event(&self, within: Duration) -> Event {
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().await;
         tokio::time::timeout(within, events.recv())
             .await
             .expect("an event in time")
@@ -201,7 +200,7 @@ impl Server {
     /// Forgets the events so far (once the handlers they come from are done).
     pub async fn drain(&self) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().await;
         while events.try_recv().is_ok() {}
     }
 
