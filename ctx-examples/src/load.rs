@@ -24,11 +24,12 @@ pub struct ClientTally {
     pub other: u64,
 }
 
-const ENDPOINTS: [(&str, u64); 4] = [
-    ("/fast", 35),
-    ("/slow", 30),
-    ("/fanout", 25),
+const ENDPOINTS: [(&str, u64); 5] = [
+    ("/fast", 25),
+    ("/slow", 20),
+    ("/fanout", 20),
     ("/command", 10),
+    ("/chain", 25),
 ];
 const DEADLINES_MS: [u64; 5] = [60, 150, 350, 800, 3_000];
 

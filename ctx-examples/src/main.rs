@@ -1,13 +1,15 @@
-//! The ctx demo: an axum API whose handlers are `#[cancellable]`, driven by a built-in mix
-//! of requests with assorted deadlines and clients that give up early, then a graceful
-//! shutdown. Prints, per endpoint, how requests ended and how much backend work
-//! cancellation saved.
+//! The ctx demo: an axum gateway whose handlers are `#[cancellable]`, one of whose routes
+//! (`/chain`) crosses two more hops over gRPC (tonic: `backend`, which runs a SQLite query,
+//! then `store`), driven by a built-in mix of requests with assorted deadlines and clients
+//! that give up early, then a graceful shutdown. Prints, per endpoint and per hop, how
+//! requests ended, the budget each hop received, and how much work cancellation saved.
 //!
 //! `cargo run -p ctx-examples` runs the demo; `-- --serve 8080` keeps serving for curl;
 //! `-- --help` lists the flags.
 
 mod api;
 mod db;
+mod hops;
 mod load;
 mod server;
 mod stats;
@@ -36,6 +38,9 @@ ENDPOINTS:
                the request's budget ends
     /fanout    three backends under a Group: the first failure cancels the rest
     /command   runs `sleep 0.25` under the request deadline (SIGTERM when it ends)
+    /chain     crosses three hops: this gateway calls `backend` over gRPC (tonic), which
+               runs the SQLite query and calls `store` over gRPC; each hop gets what is
+               left of the client's budget
 
 Send a deadline with gRPC's header, e.g.:
     curl -H 'grpc-timeout: 100m' http://127.0.0.1:PORT/slow
@@ -104,10 +109,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The planned length of the SQLite query (`/slow`, and `backend`'s work on `/chain`).
+const SLOW_QUERY: Duration = Duration::from_millis(150);
+
 async fn run(options: Options) -> Result<(), String> {
     // Eight SQLite connections; `/slow`'s query is ~150 ms of work on an idle core (more
     // when eight share the machine's cores).
-    let app = api::App::new(db::Db::open(8, Duration::from_millis(150))?);
+    let app = api::App::new(db::Db::open(8, SLOW_QUERY)?);
     // The server's root: cancelling it cancels every request in flight.
     let (root, shutdown) = match options.serve {
         Some(_) => {
@@ -117,6 +125,8 @@ async fn run(options: Options) -> Result<(), String> {
         }
         None => Context::background().with_cancel().into_parts(),
     };
+    // The gRPC hops behind `/chain`, under the same root: shutdown drains them too.
+    let hops = hops::Hops::start(app.clone(), &root, SLOW_QUERY).await?;
     let port = options.serve.unwrap_or(0);
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
@@ -124,7 +134,7 @@ async fn run(options: Options) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = tokio::spawn(server::serve(
         listener,
-        api::router(app.clone()),
+        api::router(app.clone()).merge(hops::router(app.clone(), hops.clone())),
         root.clone(),
     ));
 
@@ -151,6 +161,10 @@ async fn run(options: Options) -> Result<(), String> {
         println!("\nmix done in {:.1}s\n", started.elapsed().as_secs_f64());
         println!("{}", app.stats.table());
         println!(
+            "per hop, for /chain (client --HTTP--> gateway --gRPC--> backend --gRPC--> store):\n"
+        );
+        println!("{}", hops.table());
+        println!(
             "sqlite: {} slow queries ran, {} of them interrupted in SQLite when their request ended",
             app.db.started.load(Ordering::Relaxed),
             app.db.interrupted.load(Ordering::Relaxed)
@@ -168,6 +182,9 @@ async fn run(options: Options) -> Result<(), String> {
         .await
         .map_err(|_| "shutdown took longer than 30s".to_string())?
         .map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(30), hops.wait())
+        .await
+        .map_err(|_| "the gRPC hops took longer than 30s to drain".to_string())??;
     let left = app.running.load(Ordering::SeqCst);
     println!(
         "shutdown: root cancelled, waited {:.1}ms for in-flight work; {left} handlers left running",
@@ -178,6 +195,9 @@ async fn run(options: Options) -> Result<(), String> {
     }
     if options.serve.is_none() && app.stats.total_requests() == 0 {
         return Err("the server saw no requests".into());
+    }
+    if options.serve.is_none() && options.requests >= 20 && hops.stats.requests("backend") == 0 {
+        return Err("no request crossed the gRPC hops".into());
     }
     Ok(())
 }

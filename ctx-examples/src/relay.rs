@@ -138,8 +138,15 @@ impl Drop for Report {
             return;
         };
         let latency = self.arrived.elapsed();
+        // A caller whose own deadline fires resets the call a moment before this hop's
+        // (which arrived later) does: that is still the budget running out.
+        let out_of_budget = self
+            .ctx
+            .deadline()
+            .is_some_and(|d| d <= Instant::now() + Duration::from_millis(2));
         let code = self.code.unwrap_or(match self.ctx.err() {
             Some(Error::DeadlineExceeded) => Code::DeadlineExceeded,
+            _ if out_of_budget => Code::DeadlineExceeded,
             _ => Code::Cancelled,
         });
         observer(Outcome {

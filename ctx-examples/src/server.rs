@@ -51,6 +51,7 @@ pub async fn record_outcome(State(app): State<Arc<App>>, request: Request, next:
         "/slow" => "slow",
         "/fanout" => "fanout",
         "/command" => "command",
+        "/chain" => "chain",
         _ => "other",
     };
     let mut guard = Recorder {

@@ -55,6 +55,15 @@ impl Stats {
         row.abandoned += abandoned;
     }
 
+    /// Backend work done and abandoned for `endpoint`.
+    pub fn work(&self, endpoint: &str) -> (Duration, Duration) {
+        let rows = self.rows.lock().unwrap();
+        rows.get(endpoint)
+            .map_or((Duration::ZERO, Duration::ZERO), |r| {
+                (r.worked, r.abandoned)
+            })
+    }
+
     pub fn total_requests(&self) -> u64 {
         self.rows.lock().unwrap().values().map(|r| r.requests).sum()
     }
