@@ -129,6 +129,7 @@ fn opted_in_values_travel_and_others_never_do() {
         .with_value(Tenant(42))
         .with_value(Note("a b,c;d=é".into()))
         .with_value(Password("hunter2"));
+    assert_eq!(ctx.value::<Password>().unwrap().0, "hunter2");
     let header = sent(&ctx, None).expect("a baggage header");
     assert!(!header.contains("hunter2"));
     assert_eq!(header, "tenant=42,note=a%20b%2Cc%3Bd=%C3%A9");
