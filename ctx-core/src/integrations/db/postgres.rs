@@ -30,6 +30,9 @@
 //!   connection is closed, and the server rolls the transaction back.
 //! - If the process dies, nothing sends the cancel: a server-side `statement_timeout` is
 //!   the backstop for that.
+//! - A result that arrives as the context ends is dropped: `run` reports the context's error
+//!   although the server may have done the work (a `COMMIT` racing the deadline may have
+//!   committed), as with any timeout. Make writes that you retry idempotent.
 
 use std::future::Future;
 
