@@ -116,7 +116,7 @@ struct Guard {
 
 #[derive(Default)]
 struct GuardState {
-    /// Set once, by `run`, before it returns; while it is set interrupting is allowed.
+    /// Set once, by `run`, before it returns; until then, interrupting is allowed.
     disarmed: bool,
     /// Whether the after-func interrupted the connection.
     interrupted: bool,
