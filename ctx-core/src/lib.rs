@@ -243,10 +243,10 @@ pub use context::debug;
 pub use integrations::db;
 #[cfg(feature = "tower")]
 pub use integrations::http;
-#[cfg(feature = "tracing")]
-pub use integrations::trace;
 #[cfg(feature = "tokio")]
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
+#[cfg(feature = "tracing")]
+pub use integrations::trace;
 
 #[cfg(feature = "macros")]
 pub use ctx_macros::{ContextKey, cancellable};
@@ -257,6 +257,19 @@ pub mod __private {
     pub use crate::context::macro_support::*;
     #[cfg(feature = "tracing")]
     pub use tracing;
+}
+
+/// Without the `tracing` feature, `#[cancellable(trace)]` says what is missing.
+#[cfg(not(feature = "tracing"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __ctx_trace_span {
+    ($($any:tt)*) => {
+        ::core::compile_error!(
+            "`#[cancellable(trace)]` needs ctx-core's `tracing` feature: \
+             `ctx-core = { version = \"...\", features = [\"tracing\"] }`"
+        )
+    };
 }
 
 /// Stops the deadline driver thread, so a loom model can end with every thread finished.

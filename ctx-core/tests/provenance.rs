@@ -112,3 +112,20 @@ fn the_alternate_display_adds_the_location() {
     // Live contexts have no cause at all.
     assert!(Context::background().with_cancel().cause().is_none());
 }
+
+/// A `#[cancellable]` function's deadline reports the function, not the macro's internals.
+#[cfg(feature = "macros")]
+#[test]
+fn a_cancellable_functions_deadline_points_at_the_function() {
+    #[ctx_core::cancellable(timeout = "5ms", checkpoints = "none")]
+    fn spin(ctx: &Context) -> Result<ctx_core::Cause, Error> {
+        loop {
+            std::hint::spin_loop();
+            if ctx.is_cancelled() {
+                return Ok(ctx.cause().unwrap());
+            }
+        }
+    }
+    let cause = spin(&Context::background()).unwrap();
+    assert_eq!(cause.location().unwrap().file(), file!(), "{cause:#}");
+}

@@ -121,3 +121,51 @@ fn a_dropped_traced_future_records_the_end_it_saw() {
     });
     assert!(text.contains("ctx.cause=gave up"), "{text}");
 }
+
+/// `#[cancellable(trace)]`: the function's own span, with its child's budget and end.
+#[cfg(feature = "macros")]
+mod cancellable {
+    use super::*;
+
+    #[ctx_core::cancellable(trace, timeout = "20ms")]
+    async fn slow_lookup(ctx: &Context, id: u32) -> Result<u32, Error> {
+        ctx.run(std::future::pending::<()>()).await?;
+        Ok(id)
+    }
+
+    #[ctx_core::cancellable(trace)]
+    fn sum(ctx: &Context, items: &[u64]) -> Result<u64, Error> {
+        let mut total = 0;
+        for item in items {
+            total += item;
+        }
+        Ok(total)
+    }
+
+    #[test]
+    fn an_async_fn_opts_into_its_span() {
+        let text = capture(|| {
+            let out = futures::executor::block_on(slow_lookup(&Context::background(), 7));
+            assert_eq!(out, Err(Error::DeadlineExceeded));
+        });
+        assert!(text.contains("slow_lookup{"), "{text}");
+        assert!(text.contains("ctx.budget_ms="), "{text}");
+        assert!(
+            text.contains("ctx.error=context deadline exceeded"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_sync_fn_opts_into_its_span() {
+        let text = capture(|| {
+            let parent = Context::background().with_timeout(Duration::from_secs(60));
+            assert_eq!(sum(&parent, &[1, 2, 3]), Ok(6));
+        });
+        assert!(text.contains("sum{"), "{text}");
+        assert!(text.contains("ctx.budget_ms="), "{text}");
+        // The span closes as the body returns, before the child's scope is dropped: a normal
+        // return records no error.
+        assert!(!text.contains("ctx.error=context deadline"), "{text}");
+    }
+}

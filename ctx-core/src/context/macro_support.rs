@@ -61,18 +61,21 @@ impl<T: AsParent + ?Sized> AsParent for &T {
 
 /// `with_cancel`.
 #[inline]
+#[track_caller]
 pub fn child(parent: &Context) -> CancelScope {
     parent.with_cancel()
 }
 
 /// `with_timeout`.
 #[inline]
+#[track_caller]
 pub fn child_timeout(parent: &Context, timeout: impl TimeoutArg) -> CancelScope {
     parent.with_timeout(timeout.duration())
 }
 
 /// `with_deadline`.
 #[inline]
+#[track_caller]
 pub fn child_deadline(parent: &Context, deadline: impl DeadlineArg) -> CancelScope {
     parent.with_deadline(deadline.instant())
 }

@@ -17,7 +17,7 @@ use darling::util::SpannedValue;
 use crate::duration;
 
 /// `#[cancellable(timeout = ..., deadline = ..., ctx = ..., checkpoints = ..., crate = ...,
-/// allow_detached, allow_blocking)]`.
+/// allow_detached, allow_blocking, trace)]`.
 #[derive(Debug, Default, FromMeta)]
 pub(crate) struct Args {
     /// `timeout = "1m30s"` or `timeout = <expr of Duration>`.
@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// `allow_blocking`: an async body may call `std::thread::sleep`, `ctx.wait()`.
     #[darling(default)]
     pub(crate) allow_blocking: Switch,
+    /// `trace`: run the body in a `tracing` span that records the child's budget and end
+    /// (ctx-core's `tracing` feature).
+    #[darling(default)]
+    pub(crate) trace: Switch,
 }
 
 impl Args {
@@ -46,7 +50,7 @@ impl Args {
             crate::common::explain_fields(
                 errors,
                 "(`#[cancellable]` takes `timeout`, `deadline`, `ctx`, `checkpoints`, `crate`, \
-                 `allow_detached` and `allow_blocking`)",
+                 `allow_detached`, `allow_blocking` and `trace`)",
             )
         })
     }

@@ -64,6 +64,8 @@ struct Gen {
     shadow: TokenStream,
     output: syn::Type,
     checkpoints: Checkpoints,
+    /// `trace`: the span's name, and where `trace` was written.
+    trace: Option<(String, Span)>,
 }
 
 impl Gen {
@@ -96,6 +98,7 @@ impl Gen {
             shadow,
             output: plan.output.clone(),
             checkpoints,
+            trace: plan.trace.clone(),
         }
     }
 
@@ -119,9 +122,17 @@ impl Gen {
             shadow,
             ..
         } = self;
+        let trace = self.trace.as_ref().map(|(name, span)| {
+            let krate = &self.krate;
+            let guard = hidden("__ctx_trace");
+            quote_spanned! {*span=>
+                let #guard = #krate::__ctx_trace_span!(@sync #child.context(), #name);
+            }
+        });
         quote! {
             #derive
             #private::enter(&#scope, #returns, move |#child| {
+                #trace
                 #shadow
                 #block
             })
@@ -191,7 +202,7 @@ impl Gen {
             shadow,
             ..
         } = self;
-        quote_spanned! {span=>
+        let future = quote_spanned! {span=>
             #private::scope(#private::Context::clone(&#scope), async move {
                 let #scope = #scope;
                 let #child = #private::child_of(&#scope, #returns);
@@ -201,6 +212,15 @@ impl Gen {
                 #shadow
                 #body
             })
+        };
+        match &self.trace {
+            None => future,
+            Some((name, at)) => {
+                let krate = &self.krate;
+                quote_spanned! {*at=>
+                    #krate::__ctx_trace_span!(@async #private::Context::clone(&#scope), #name, #future)
+                }
+            }
         }
     }
 }

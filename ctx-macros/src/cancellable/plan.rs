@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     /// The type the body evaluates to: the return type, or under `#[async_trait]` the
     /// future's `Output`.
     pub(crate) output: syn::Type,
+    /// `trace`: the span's name (the function's), and where `trace` was written.
+    pub(crate) trace: Option<(String, Span)>,
 }
 
 /// Where the parent context comes from.
@@ -69,7 +71,12 @@ impl Plan {
             .output()
             .cloned()
             .unwrap_or_else(|| syn::parse_quote!(()));
+        let trace = args
+            .trace
+            .span()
+            .map(|span| (func.sig.ident.to_string(), span));
         Plan {
+            trace,
             func,
             krate,
             parent,

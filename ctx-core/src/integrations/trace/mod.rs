@@ -47,6 +47,19 @@ use crate::Context;
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __ctx_trace_span {
+    // `#[cancellable(trace)]` on an async fn: the body's future, traced.
+    (@async $ctx:expr, $name:literal, $future:expr) => {{
+        let ctx: $crate::Context = $ctx;
+        let span = $crate::__ctx_trace_span!($crate::__private::tracing::Level::INFO, $name);
+        $crate::trace::traced(&ctx, span, $future)
+    }};
+    // `#[cancellable(trace)]` on a sync fn: a guard for the body.
+    (@sync $ctx:expr, $name:literal) => {
+        $crate::trace::Entered::enter(
+            $ctx,
+            $crate::__ctx_trace_span!($crate::__private::tracing::Level::INFO, $name),
+        )
+    };
     ($level:expr, $name:expr $(, $($fields:tt)*)?) => {
         $crate::__private::tracing::span!(
             $level,
@@ -82,6 +95,40 @@ pub fn record_end(span: &Span, ctx: &Context) {
         if let Some(at) = cause.location() {
             span.record("ctx.cause_at", tracing::field::display(at));
         }
+    }
+}
+
+/// `span`, entered for `ctx` until dropped: records the budget now and the end when dropped
+/// (what `#[cancellable(trace)]` puts around a sync body).
+#[must_use = "the span is exited, and the end recorded, when this is dropped"]
+pub struct Entered {
+    ctx: Context,
+    span: tracing::span::EnteredSpan,
+}
+
+impl Entered {
+    /// Enters `span` for `ctx`, recording its budget.
+    pub fn enter(ctx: &Context, span: Span) -> Entered {
+        record_entry(&span, ctx);
+        Entered {
+            ctx: ctx.clone(),
+            span: span.entered(),
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        record_end(&self.span, &self.ctx);
+    }
+}
+
+impl fmt::Debug for Entered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entered")
+            .field("span", &self.span)
+            .field("ctx", &self.ctx)
+            .finish()
     }
 }
 
