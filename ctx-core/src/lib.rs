@@ -67,8 +67,13 @@
 //! | `axum` | | `Context` as an axum extractor (and `tower`) |
 //! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
 //! | `reqwest` | | [`http::DeadlineMiddleware`]: reqwest requests bounded by their context (and `tower`) |
+//! | `sqlite` | | [`db::sqlite::run`]: a statement interrupted when its context ends |
+//! | `postgres` | | [`db::postgres::run`]: a query cancelled on the server, the connection discarded |
+//! | `tracing` | | [`trace::span!`], [`trace::traced`], `#[cancellable(trace)]`: spans with a context's budget and end |
+//! | `debug-tree` | | [`debug::snapshot`]: every live context as a tree |
 //!
-//! With no feature at all ctx-core depends on nothing but `pin-project-lite`.
+//! With no feature at all ctx-core depends on nothing but `pin-project-lite`. Each
+//! integration uses only the public API shown here, as a crate of your own would.
 //!
 //! ## `macros`: the context as the default
 //!
@@ -227,6 +232,60 @@
 //!
 //! [`http::DeadlineMiddleware`] runs a request over loopback.
 
+//!
+//! ## `sqlite` and `postgres`: queries that stop on the database
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, Error, db};
+//! use ctx_core::db::sqlite::rusqlite::Connection;
+//!
+//! let conn = Connection::open_in_memory().unwrap();
+//! let request = Context::background().with_timeout(Duration::from_millis(20));
+//! let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+//! let err = db::sqlite::run(&request, &conn, |conn| {
+//!     conn.query_row(endless, [], |row| row.get::<_, i64>(0))
+//! })
+//! .unwrap_err();
+//! assert_eq!(err.context_error(), Some(Error::DeadlineExceeded)); // interrupted by the deadline
+//! assert_eq!(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)).unwrap(), 1);
+//! # }
+//! # #[cfg(not(feature = "sqlite"))] fn main() {}
+//! ```
+//!
+//! PostgreSQL works the same way on a `deadpool_postgres::Pool` (see `db::postgres`, whose
+//! tests run against a throw-away server of their own).
+//!
+//! ## `tracing`: where the budget went
+//!
+//! ```
+//! # #[cfg(feature = "tracing")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, trace};
+//!
+//! let request = Context::background().with_timeout(Duration::from_secs(1));
+//! let span = trace::span!(tracing::Level::INFO, "get_user", id = 7);
+//! // Records ctx.budget_ms now, and ctx.error, ctx.cause and ctx.cause_at if it ends.
+//! let user = futures::executor::block_on(trace::traced(&request, span, async { "ann" }));
+//! assert_eq!(user, "ann");
+//! # }
+//! # #[cfg(not(feature = "tracing"))] fn main() {}
+//! ```
+//!
+//! ## `debug-tree`: the live tree
+//!
+//! ```
+//! # #[cfg(feature = "debug-tree")] fn main() {
+//! use ctx_core::{Context, debug};
+//!
+//! let request = Context::background().with_cancel();
+//! let shown = debug::snapshot().to_string(); // serve it from a debug endpoint
+//! assert!(shown.contains("context.Background.WithCancel"));
+//! # drop(request);
+//! # }
+//! # #[cfg(not(feature = "debug-tree"))] fn main() {}
+//! ```
 #![warn(missing_docs)]
 
 mod context;

@@ -5,7 +5,9 @@
 //! | module | feature | gives |
 //! | --- | --- | --- |
 //! | `tokio` | `tokio` | [`Group`](crate::Group), [`spawn`](crate::spawn), [`signal`](crate::signal), [`process`](crate::process) |
-//! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, the axum extractor; [`http::grpc`](crate::http::grpc) (`tonic`); [`http::DeadlineMiddleware`](crate::http::DeadlineMiddleware) (`reqwest`) |
+//! | `http` | `tower` (`axum`) | [`http::ContextLayer`](crate::http::ContextLayer), [`http::PropagateDeadlineLayer`](crate::http::PropagateDeadlineLayer), the `grpc-timeout` codec, [`http::baggage`](crate::http::baggage), the axum extractor; [`http::grpc`](crate::http::grpc) (`tonic`); [`http::DeadlineMiddleware`](crate::http::DeadlineMiddleware) (`reqwest`) |
+//! | `db` | `sqlite`, `postgres` | [`db::sqlite::run`](crate::db::sqlite::run), [`db::postgres::run`](crate::db::postgres::run): queries stopped on the database |
+//! | `trace` | `tracing` | [`trace::span!`](crate::trace::span), [`trace::traced`](crate::trace::traced): spans with a context's budget and end |
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod db;
