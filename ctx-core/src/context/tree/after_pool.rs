@@ -12,7 +12,7 @@
 //!   starts another before it runs its own, so slow after-funcs keep the pool growing until
 //!   each has a thread: a slow or blocking `f` delays no other for longer than a thread
 //!   start.
-//! - A worker idle for [`IDLE`] exits.
+//! - A worker idle for `IDLE` (10 s) exits.
 //!
 //! `f` runs on the worker with no lock held. A panic in `f` is caught (the panic hook has
 //! already reported it) and the worker goes on.
