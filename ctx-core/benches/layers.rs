@@ -99,6 +99,19 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// CPU time the whole process has used (server, client, and any helper thread such as
+/// ctx's deadline driver).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Serves `config` on one thread; returns its address, a stop flag, and (once stopped) the
 /// server thread's CPU time.
 fn serve(
@@ -286,8 +299,9 @@ fn drive(config: Config, addr: SocketAddr, secs: f64) -> Round {
     })
 }
 
-/// Per round: throughput, p50 and p99 (µs), server CPU per request (µs).
-type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+/// Per round: throughput, p50 and p99 (µs), server CPU per request (µs),
+/// and the whole process's CPU per request (µs).
+type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -319,8 +333,17 @@ fn main() {
          {rounds} rounds of {secs}s per configuration (medians)\n"
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "configuration", "req/s", "p50", "p99", "server CPU", "Δ req/s", "Δ p99", "Δ CPU"
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "configuration",
+        "req/s",
+        "p50",
+        "p99",
+        "server CPU",
+        "all CPU",
+        "Δ req/s",
+        "Δ p99",
+        "Δ srv CPU",
+        "Δ all CPU"
     );
     for (bare, layered) in pairs {
         let mut results: [Samples; 2] = Default::default();
@@ -329,10 +352,15 @@ fn main() {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for which in order {
                 let config = [bare, layered][which];
+                let process_before = process_cpu();
                 let (addr, stop, server) = serve(config);
                 let mut measured = drive(config, addr, secs);
                 let _ = stop.send(());
                 let cpu = server.join().unwrap();
+                let process = process_cpu() - process_before;
+                results[which]
+                    .4
+                    .push(process.as_secs_f64() * 1e6 / measured.total as f64);
                 // Server CPU per request (warm-up requests included in both counts).
                 results[which]
                     .3
@@ -346,12 +374,20 @@ fn main() {
                     .push(measured.percentile(0.99).as_secs_f64() * 1e6);
             }
         }
-        let figures: Vec<(f64, f64, f64, f64)> = results
+        let figures: Vec<(f64, f64, f64, f64, f64)> = results
             .into_iter()
-            .map(|(t, p50, p99, cpu)| (median(t), median(p50), median(p99), median(cpu)))
+            .map(|(t, p50, p99, cpu, all)| {
+                (
+                    median(t),
+                    median(p50),
+                    median(p99),
+                    median(cpu),
+                    median(all),
+                )
+            })
             .collect();
         for (i, config) in [bare, layered].into_iter().enumerate() {
-            let (t, p50, p99, cpu) = figures[i];
+            let (t, p50, p99, cpu, all) = figures[i];
             let delta = |now: f64, base: f64| {
                 if i == 0 {
                     String::new()
@@ -360,15 +396,17 @@ fn main() {
                 }
             };
             println!(
-                "{:<28} {:>10.0} {:>8.0}µs {:>8.0}µs {:>8.2}µs {:>9} {:>9} {:>9}",
+                "{:<28} {:>10.0} {:>8.0}µs {:>8.0}µs {:>8.2}µs {:>8.2}µs {:>9} {:>9} {:>9} {:>9}",
                 config.name(),
                 t,
                 p50,
                 p99,
                 cpu,
+                all,
                 delta(t, figures[0].0),
                 delta(p99, figures[0].2),
                 delta(cpu, figures[0].3),
+                delta(all, figures[0].4),
             );
         }
     }
