@@ -232,7 +232,7 @@ async fn a_grpcio_clients_deadline_reaches_our_handler_and_the_grpcio_upstream()
     assert_eq!(result.hops, ["ours", "py"]);
     let (our_budget, py_budget) = (result.budgets[0], result.budgets[1]);
     // (a) our handler saw the grpcio client's deadline;
-    assert!((800..=1_000).contains(&our_budget), "{result:?}");
+    assert!((600..=1_000).contains(&our_budget), "{result:?}");
     match ours.event(WAIT).await {
         Event::Started(Some(budget)) => assert!(budget <= Duration::from_secs(1)),
         other => panic!("{other:?}"),
@@ -354,7 +354,7 @@ async fn our_client_sends_a_grpcio_server_the_right_grpc_timeout() {
         .await
         .unwrap()
         .into_inner();
-    assert!((700..=800).contains(&reply.budget_ms), "{reply:?}");
+    assert!((500..=800).contains(&reply.budget_ms), "{reply:?}");
 
     // The call's own timeout is smaller: it is what the server gets.
     let mut call = tonic::Request::new(chain(&[0]));
@@ -364,7 +364,7 @@ async fn our_client_sends_a_grpcio_server_the_right_grpc_timeout() {
         .await
         .unwrap()
         .into_inner();
-    assert!((150..=250).contains(&reply.budget_ms), "{reply:?}");
+    assert!((100..=250).contains(&reply.budget_ms), "{reply:?}");
 
     // No context deadline, no own timeout: no deadline at the server.
     let reply = client.forward(chain(&[0])).await.unwrap().into_inner();

@@ -51,10 +51,10 @@ async fn the_handler_sees_the_deadline_of_grpc_timeout_capped_or_defaulted() {
         .into_inner();
     let budget = started(server.event(WAIT).await).unwrap();
     assert!(
-        budget <= Duration::from_millis(300) && budget > Duration::from_millis(250),
+        budget <= Duration::from_millis(300) && budget > Duration::from_millis(150),
         "{budget:?}"
     );
-    assert!((250..=300).contains(&reply.budget_ms), "{reply:?}");
+    assert!((150..=300).contains(&reply.budget_ms), "{reply:?}");
     assert_eq!(
         ended(server.event(WAIT).await).0,
         None,
@@ -68,7 +68,7 @@ async fn the_handler_sees_the_deadline_of_grpc_timeout_capped_or_defaulted() {
         .unwrap();
     let budget = started(server.event(WAIT).await).unwrap();
     assert!(
-        budget <= Duration::from_secs(2) && budget > Duration::from_millis(1900),
+        budget <= Duration::from_secs(2) && budget > Duration::from_millis(1500),
         "{budget:?}"
     );
     server.event(WAIT).await;
@@ -86,7 +86,7 @@ async fn the_handler_sees_the_deadline_of_grpc_timeout_capped_or_defaulted() {
         .await
         .unwrap()
         .into_inner();
-    assert!((50..=100).contains(&reply.budget_ms), "{reply:?}");
+    assert!((20..=100).contains(&reply.budget_ms), "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +274,7 @@ async fn the_client_layer_sends_the_smaller_of_budget_and_own_timeout() {
         .await
         .unwrap()
         .into_inner();
-    assert!((300..=400).contains(&reply.budget_ms), "{reply:?}");
+    assert!((200..=400).contains(&reply.budget_ms), "{reply:?}");
     server.event(WAIT).await;
     server.event(WAIT).await;
 
@@ -286,7 +286,7 @@ async fn the_client_layer_sends_the_smaller_of_budget_and_own_timeout() {
         .await
         .unwrap()
         .into_inner();
-    assert!((100..=150).contains(&reply.budget_ms), "{reply:?}");
+    assert!((50..=150).contains(&reply.budget_ms), "{reply:?}");
     server.event(WAIT).await;
     server.event(WAIT).await;
 
@@ -410,5 +410,5 @@ async fn hops_chain_their_budgets() {
     let c_reply = b_reply.upstream.as_deref().unwrap();
     assert!(reply.budget_ms > b_reply.budget_ms + 40, "{reply:?}");
     assert!(b_reply.budget_ms > c_reply.budget_ms + 40, "{reply:?}");
-    assert!(c_reply.budget_ms > 800, "{reply:?}");
+    assert!(c_reply.budget_ms > 600, "{reply:?}");
 }

@@ -147,12 +147,12 @@ async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
     assert_eq!(upstream.hop, "B");
     assert!((1_800..=2_000).contains(&reply.budget_ms), "{reply:?}");
     // B caps at 300 ms.
-    assert!((250..=300).contains(&upstream.budget_ms), "{reply:?}");
+    assert!((150..=300).contains(&upstream.budget_ms), "{reply:?}");
 
     // No deadline from the client: A has none, B gives the call its --max-deadline.
     let reply = client.forward(chain(&[0, 0])).await.unwrap().into_inner();
     assert_eq!(reply.budget_ms, -1, "{reply:?}");
-    assert!((250..=300).contains(&reply.upstream.unwrap().budget_ms));
+    assert!((150..=300).contains(&reply.upstream.unwrap().budget_ms));
 
     // Expiry at B (its cap): DEADLINE_EXCEEDED, naming the hop.
     let status = request
@@ -177,7 +177,7 @@ async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(
-        signalled.elapsed() < Duration::from_millis(200),
+        signalled.elapsed() < Duration::from_secs(1),
         "{:?}",
         signalled.elapsed()
     );
