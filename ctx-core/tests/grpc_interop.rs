@@ -292,7 +292,7 @@ async fn expiry_reaches_a_grpcio_client_as_deadline_exceeded() {
         Some(Error::DeadlineExceeded)
     );
 
-    // (d) when the upstream ran out: it aborts with DEADLINE_EXCEEDED just before its
+    // (d) when the upstream ran out: it aborts with DEADLINE_EXCEEDED 100 ms before its
     // deadline (our remaining budget); our hop answers the same, naming the upstream hop.
     let ours = Server::start("ours", Some(layer), Some(py.url.clone())).await;
     let result = py_call(
@@ -370,7 +370,7 @@ async fn our_client_sends_a_grpcio_server_the_right_grpc_timeout() {
     let reply = client.forward(chain(&[0])).await.unwrap().into_inner();
     assert_eq!(reply.budget_ms, -1, "{reply:?}");
 
-    // The grpcio server runs out first (it aborts just before its deadline): our client
+    // The grpcio server runs out first (it aborts 100 ms before its deadline): our client
     // reports DEADLINE_EXCEEDED downstream, naming the hop.
     let request = Context::background().with_timeout(Duration::from_millis(200));
     let status = request

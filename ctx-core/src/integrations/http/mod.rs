@@ -21,6 +21,8 @@ pub mod baggage;
 mod client;
 #[cfg(feature = "axum")]
 mod extract;
+#[cfg(any(feature = "tonic", feature = "reqwest"))]
+mod body;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 mod grpc_timeout;

@@ -1,6 +1,5 @@
 //! [`DeadlineMiddleware`]: reqwest requests bounded by their context (feature `reqwest`).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
@@ -11,9 +10,10 @@ use http_body::{Body, Frame, SizeHint};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use super::body::RacedBody;
 use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
 use super::{BoxError, HopError, Origin};
-use crate::{Context, Done, Error};
+use crate::{Context, Error};
 
 /// A [reqwest-middleware](https://docs.rs/reqwest-middleware) middleware: each request made
 /// inside a context
@@ -171,26 +171,24 @@ fn watch_body(response: Response, ctx: Context, hop: HopError) -> Response {
         .expect("an empty response");
     parts.extensions.extend(with_url.into_parts().0.extensions);
     let body = WatchedBody {
-        inner: Some(body),
-        done: ctx.done(),
+        raced: RacedBody::new(ctx, body),
         hop,
     };
     Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that fails with the context's error (and is dropped) when it ends.
-    struct WatchedBody<B> {
-        #[pin]
-        inner: Option<B>,
-        done: Done,
-        hop: HopError,
-    }
+/// A response body whose frames are raced against the request's context (through [`Run`]):
+/// it fails with a [`HopError`] (and is dropped) when the context ends.
+///
+/// [`Run`]: crate::Run
+struct WatchedBody<B> {
+    raced: RacedBody<B>,
+    hop: HopError,
 }
 
 impl<B> Body for WatchedBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -200,32 +198,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        match inner.poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match Pin::new(this.done).poll(cx) {
-                Poll::Ready(err) => {
-                    this.inner.set(None);
-                    let hop =
-                        HopError::new(err, Origin::Local, this.hop.method(), this.hop.authority());
-                    Poll::Ready(Some(Err(Box::new(hop))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let this = self.get_mut();
+        Poll::Ready(match std::task::ready!(this.raced.poll_frame(cx)) {
+            Ok(frame) => frame.map(|f| f.map_err(Into::into)),
+            Err(err) => {
+                let hop =
+                    HopError::new(err, Origin::Local, this.hop.method(), this.hop.authority());
+                Some(Err(Box::new(hop)))
+            }
+        })
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.raced.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(inner) => inner.size_hint(),
-            None => SizeHint::with_exact(0),
-        }
+        self.raced.size_hint()
     }
 }

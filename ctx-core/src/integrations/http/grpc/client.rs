@@ -15,9 +15,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::status::{grpc_status_code, hop_status};
+use crate::http::body::RacedBody;
 use crate::http::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
 use crate::http::{BoxError, HopError, Origin};
-use crate::{Context, Done, Error, Run};
+use crate::{Context, Error, Run};
 
 /// A tower layer for a tonic [`Channel`][channel] (or any gRPC client service): every call
 /// made inside a context, with no change at the call site,
@@ -103,7 +104,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<ClientBody<ResBody>>;
@@ -206,7 +207,7 @@ impl<F, B, E> Future for ClientFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
 {
     type Output = Result<Response<ClientBody<B>>, BoxError>;
 
@@ -230,8 +231,7 @@ where
                     Err(Box::new(hop_status(hop, downstream.as_ref())))
                 }
                 _ => Ok(response.map(|body| ClientBody {
-                    inner: Some(body),
-                    done: ctx.done(),
+                    raced: RacedBody::new(ctx, body),
                     uri: std::mem::take(this.uri),
                 })),
             },
@@ -258,21 +258,18 @@ impl<F> fmt::Debug for ClientFuture<F> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response body of [`ClientService`]: a streaming response ends with
-    /// `DEADLINE_EXCEEDED` or `CANCELLED` (and the stream is reset) when the caller's context
-    /// ends; trailers saying `DEADLINE_EXCEEDED` become an error naming this hop.
-    pub struct ClientBody<B> {
-        #[pin]
-        inner: Option<B>,
-        done: Done,
-        uri: Uri,
-    }
+/// The response body of [`ClientService`]: its frames are raced against the caller's context
+/// (through [`Run`]), so a streaming response ends with `DEADLINE_EXCEEDED` or `CANCELLED`
+/// (and the stream is reset) when that context ends; trailers saying `DEADLINE_EXCEEDED`
+/// become an error naming this hop.
+pub struct ClientBody<B> {
+    raced: RacedBody<B>,
+    uri: Uri,
 }
 
 impl<B> Body for ClientBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -282,43 +279,30 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        match inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && grpc_status_code(trailers) == Some(Code::DeadlineExceeded)
-                {
+        let this = self.get_mut();
+        Poll::Ready(match std::task::ready!(this.raced.poll_frame(cx)) {
+            Ok(Some(Ok(frame))) => match frame.trailers_ref() {
+                Some(trailers) if grpc_status_code(trailers) == Some(Code::DeadlineExceeded) => {
                     let downstream = Status::from_header_map(trailers);
-                    let hop = hop(Error::DeadlineExceeded, Origin::Downstream, this.uri);
-                    this.inner.set(None);
-                    return Poll::Ready(Some(Err(Box::new(hop_status(hop, downstream.as_ref())))));
+                    let hop = hop(Error::DeadlineExceeded, Origin::Downstream, &this.uri);
+                    this.raced.end();
+                    Some(Err(Box::new(hop_status(hop, downstream.as_ref()))))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match Pin::new(this.done).poll(cx) {
-                Poll::Ready(err) => {
-                    this.inner.set(None); // resets the stream
-                    Poll::Ready(Some(Err(Box::new(local(err, this.uri)))))
-                }
-                Poll::Pending => Poll::Pending,
+                _ => Some(Ok(frame)),
             },
-        }
+            Ok(Some(Err(err))) => Some(Err(err.into())),
+            Ok(None) => None,
+            // The context ended: `Run` dropped the body, which resets the stream.
+            Err(err) => Some(Err(Box::new(local(err, &this.uri)))),
+        })
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.raced.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(inner) => inner.size_hint(),
-            None => SizeHint::with_exact(0),
-        }
+        self.raced.size_hint()
     }
 }
 
@@ -326,7 +310,7 @@ impl<B> fmt::Debug for ClientBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBody")
             .field("uri", &self.uri)
-            .field("done", &self.done)
+            .field("ctx", self.raced.context())
             .finish_non_exhaustive()
     }
 }

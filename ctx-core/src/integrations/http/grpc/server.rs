@@ -17,8 +17,9 @@ use tower_service::Service;
 
 use super::status::{grpc_status_code, server_status};
 use crate::http::ClientDisconnected;
+use crate::http::body::RacedBody;
 use crate::http::grpc_timeout::{GRPC_TIMEOUT, parse_grpc_timeout};
-use crate::{CancelScope, Cause, Context, Done, Run, Scoped};
+use crate::{CancelScope, Cause, Context, Run, Scoped};
 
 /// A tower layer for [`tonic::transport::Server::builder().layer(..)`][layer] that gives
 /// each RPC its own [`Context`]:
@@ -114,7 +115,7 @@ pub struct ServerService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Unpin,
 {
     type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
@@ -198,7 +199,7 @@ fn status_response<B>(status: Status) -> Response<ServerBody<B>> {
 impl<F, B, E> Future for ServerFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
 {
     type Output = Result<Response<ServerBody<B>>, E>;
 
@@ -275,55 +276,70 @@ impl<F> fmt::Debug for ServerFuture<F> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response body of [`ServerService`]: the handler's body, polled with the RPC's
-    /// context as [`Context::current`], which lives until the body ends. When the context
-    /// ends first (a deadline mid-stream), the body is dropped and the response ends with
-    /// trailers carrying `DEADLINE_EXCEEDED` (or `UNAVAILABLE` at shutdown).
-    pub struct ServerBody<B> {
-        #[pin]
-        inner: Option<B>,
-        scope: Option<CancelScope>,
-        done: Option<Done>,
-        deadline: Option<Instant>,
-        trailers: Option<HeaderMap>,
-    }
+/// The response body of [`ServerService`]: the handler's body, polled with the RPC's
+/// context as [`Context::current`], which lives until the body ends. When the context ends
+/// first (a deadline mid-stream), the body is dropped (its frames are raced against the
+/// context through [`Run`]) and the response ends with trailers carrying
+/// `DEADLINE_EXCEEDED` (or `UNAVAILABLE` at shutdown).
+pub struct ServerBody<B> {
+    raced: Option<RacedBody<B>>,
+    scope: Option<CancelScope>,
+    deadline: Option<Instant>,
+    trailers: Option<HeaderMap>,
+}
 
-    impl<B> PinnedDrop for ServerBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // Dropped before its end: the client cancelled the stream or went away.
-            if let Some(scope) = this.project().scope.take() {
-                scope.cancel_with(Cause::from_error(ClientDisconnected));
-            }
+impl<B> Drop for ServerBody<B> {
+    fn drop(&mut self) {
+        // Dropped before its end: the client cancelled the stream or went away.
+        if let Some(scope) = self.scope.take() {
+            scope.cancel_with(Cause::from_error(ClientDisconnected));
+        }
+    }
+}
+
+impl<B: Body + Unpin> ServerBody<B> {
+    fn new(inner: B, scope: CancelScope, deadline: Option<Instant>) -> ServerBody<B> {
+        ServerBody {
+            raced: Some(RacedBody::new(scope.context().clone(), inner)),
+            scope: Some(scope),
+            deadline,
+            trailers: None,
         }
     }
 }
 
 impl<B> ServerBody<B> {
-    fn new(inner: B, scope: CancelScope, deadline: Option<Instant>) -> ServerBody<B> {
+    fn empty() -> ServerBody<B> {
         ServerBody {
-            inner: Some(inner),
-            scope: Some(scope),
-            done: None,
-            deadline,
+            raced: None,
+            scope: None,
+            deadline: None,
             trailers: None,
         }
     }
 
-    fn empty() -> ServerBody<B> {
-        ServerBody {
-            inner: None,
-            scope: None,
-            done: None,
-            deadline: None,
-            trailers: None,
+    /// The stream is over: by its own end (`None`), or cut by the context.
+    fn finish(&mut self, end: Option<crate::Error>) -> Option<Frame<Bytes>> {
+        if let Some(raced) = &mut self.raced {
+            raced.end();
         }
+        self.raced = None;
+        let scope = self.scope.take()?;
+        let err = end?;
+        let status = server_status(err, scope.cause());
+        drop(scope);
+        let mut trailers = HeaderMap::new();
+        if status.add_header(&mut trailers).is_err() {
+            trailers = HeaderMap::new();
+            let _ = Status::new(status.code(), "").add_header(&mut trailers);
+        }
+        Some(Frame::trailers(trailers))
     }
 }
 
 impl<B> Body for ServerBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -332,80 +348,50 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
+        let this = self.get_mut();
         if let Some(trailers) = this.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
-        let (Some(inner), Some(scope)) = (this.inner.as_mut().as_pin_mut(), this.scope.as_ref())
-        else {
+        let (Some(raced), Some(scope)) = (this.raced.as_mut(), this.scope.as_ref()) else {
             return Poll::Ready(None);
         };
-        let polled = scope.enter(|| inner.poll_frame(cx));
+        let polled = std::task::ready!(scope.enter(|| raced.poll_frame(cx)));
         let end = match polled {
-            Poll::Ready(None) => None,
-            Poll::Ready(Some(Ok(frame))) => {
-                if !frame.is_trailers() {
+            Ok(None) => None,
+            Ok(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+            Ok(Some(Ok(frame))) => {
+                let Some(trailers) = frame.trailers_ref() else {
                     return Poll::Ready(Some(Ok(frame)));
-                }
-                let trailers = frame.into_trailers().unwrap_or_default();
-                match grpc_status_code(&trailers) {
-                    Some(Code::Cancelled | Code::Unknown) => match ended(scope, *this.deadline) {
+                };
+                // Trailers that merely reflect the context's end say what it says.
+                match grpc_status_code(trailers) {
+                    Some(Code::Cancelled | Code::Unknown) => match ended(scope, this.deadline) {
                         Some(err) => Some(err),
                         None => {
-                            this.inner.set(None);
-                            drop(this.scope.take());
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                            this.finish(None);
+                            return Poll::Ready(Some(Ok(frame)));
                         }
                     },
                     _ => {
-                        this.inner.set(None);
-                        drop(this.scope.take());
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        this.finish(None);
+                        return Poll::Ready(Some(Ok(frame)));
                     }
                 }
             }
-            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
-            Poll::Pending => {
-                let done = this.done.get_or_insert_with(|| scope.done());
-                // No clock check here (unlike the response future): no tonic timer races
-                // the body, so the context's own end (and its error) decides.
-                match Pin::new(done).poll(cx) {
-                    Poll::Ready(err) => Some(err),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
+            Err(err) => Some(err),
         };
-        // The stream is over: by its own end, or cut by the context.
-        this.inner.set(None);
-        *this.done = None;
-        let scope = this.scope.take().expect("checked above");
-        match end {
-            None => {
-                drop(scope);
-                Poll::Ready(None)
-            }
-            Some(err) => {
-                let status = server_status(err, scope.cause());
-                drop(scope);
-                let mut trailers = HeaderMap::new();
-                if status.add_header(&mut trailers).is_err() {
-                    trailers = HeaderMap::new();
-                    let _ = Status::new(status.code(), "").add_header(&mut trailers);
-                }
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-            }
-        }
+        Poll::Ready(this.finish(end).map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
         // Never from the inner body alone: its end must be polled, so the RPC's context ends
         // as completed rather than as dropped.
-        self.trailers.is_none() && self.inner.is_none()
+        self.trailers.is_none() && self.raced.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(inner) => inner.size_hint(),
+        match &self.raced {
+            Some(raced) => raced.size_hint(),
             None => SizeHint::with_exact(0),
         }
     }
