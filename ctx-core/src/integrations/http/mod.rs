@@ -18,11 +18,11 @@
 //! host, which side ran out), so a log says where the budget ran out.
 
 pub mod baggage;
+#[cfg(any(feature = "tonic", feature = "reqwest"))]
+mod body;
 mod client;
 #[cfg(feature = "axum")]
 mod extract;
-#[cfg(any(feature = "tonic", feature = "reqwest"))]
-mod body;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 mod grpc_timeout;
