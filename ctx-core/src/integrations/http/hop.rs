@@ -95,17 +95,13 @@ impl fmt::Display for HopError {
             _ => "cancelled",
         };
         match self.origin {
-            Origin::Local => write!(
-                f,
-                "context {what} calling {} on {}",
-                self.method, self.authority
-            ),
-            Origin::Downstream => write!(
-                f,
-                "{what} downstream of {} on {}",
-                self.method, self.authority
-            ),
+            Origin::Local => write!(f, "context {what} calling {}", self.method)?,
+            Origin::Downstream => write!(f, "{what} downstream of {}", self.method)?,
         }
+        if !self.authority.is_empty() {
+            write!(f, " on {}", self.authority)?;
+        }
+        Ok(())
     }
 }
 

@@ -33,7 +33,8 @@ use crate::{CancelScope, Cause, Context, Run, Scoped};
 /// - [`Context::current`] while the handler (and a streaming response) is polled, and in the
 ///   request's extensions (`request.extensions().get::<Context>()` in a tonic handler);
 /// - cancelled with [`ClientDisconnected`] as its cause when the client cancels the RPC
-///   (`RST_STREAM`) or goes away, and when the RPC is over.
+///   (`RST_STREAM`) or goes away, and without a cause when the RPC is over (its response,
+///   streamed or not, fully sent).
 ///
 /// When the context expires the client receives `DEADLINE_EXCEEDED`: the handler's future is
 /// dropped at once (through [`Run`]), a streaming response ends with `DEADLINE_EXCEEDED` in
