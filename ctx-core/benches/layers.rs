@@ -303,6 +303,96 @@ fn drive(config: Config, addr: SocketAddr, secs: f64) -> Round {
 /// and the whole process's CPU per request (µs).
 type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
 
+/// The servers' own cost, without the network: `n` requests through the service stack a
+/// server would call (the axum router, tonic's routes), bare or layered, on one thread;
+/// nanoseconds per request (the best of three runs).
+fn in_process(config: Config, n: u32) -> f64 {
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let root = Context::background().with_cancel();
+
+        let router = Router::new().route(
+            "/",
+            get(|| async { Context::current().deadline().is_some().to_string() }),
+        );
+        let routes = tonic::service::Routes::new(RelayServer::new(Echo));
+        // Built once, cloned per request as a server does per connection.
+        let router_layered = tower::Layer::layer(
+            &ContextLayer::new(&root).max_timeout(Duration::from_secs(30)),
+            router.clone(),
+        );
+        let routes_layered = tower::Layer::layer(
+            &ServerLayer::new(&root).max_timeout(Duration::from_secs(30)),
+            routes.clone(),
+        );
+        // A gRPC request's body: the 5-byte frame header, then the message.
+        let message = prost::Message::encode_to_vec(&HopRequest {
+            work_ms: 0,
+            rest: None,
+            count: 1,
+        });
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        let frame = Bytes::from(frame);
+        let grpc_request = || {
+            http::Request::post("http://bench/ctx.relay.v1.Relay/Forward")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", "1S")
+                .body(tonic::body::Body::new(http_body_util::Full::new(
+                    frame.clone(),
+                )))
+                .unwrap()
+        };
+        let http_request = || {
+            http::Request::get("/")
+                .header("grpc-timeout", "1S")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            for _ in 0..n {
+                match config {
+                    Config::Axum => {
+                        let response = router.clone().oneshot(http_request()).await.unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
+                    Config::AxumLayer => {
+                        let response = router_layered
+                            .clone()
+                            .oneshot(http_request())
+                            .await
+                            .unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
+                    Config::Tonic => {
+                        let response = routes.clone().oneshot(grpc_request()).await.unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
+                    Config::TonicLayer => {
+                        let response = routes_layered
+                            .clone()
+                            .oneshot(grpc_request())
+                            .await
+                            .unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
+                }
+            }
+            best = best.min(started.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+        }
+        best
+    })
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -328,6 +418,24 @@ fn main() {
         (Config::Axum, Config::AxumLayer),
         (Config::Tonic, Config::TonicLayer),
     ];
+    let n = if bench { 200_000 } else { 1_000 };
+    println!(
+        "in process, no network: the service stack a server calls, {n} requests, one thread\n"
+    );
+    println!("{:<28} {:>12} {:>12}", "configuration", "ns/request", "Δ");
+    for (bare, layered) in pairs {
+        let base = in_process(bare, n);
+        let with = in_process(layered, n);
+        println!("{:<28} {:>12.0}", bare.name(), base);
+        println!(
+            "{:<28} {:>12.0} {:>+8.0} ns ({:+.1}%)",
+            layered.name(),
+            with,
+            with - base,
+            100.0 * (with / base - 1.0)
+        );
+    }
+    println!();
     println!(
         "server layers at saturation: 1 server thread, 1 client thread, {CONCURRENCY} in flight, \
          {rounds} rounds of {secs}s per configuration (medians)\n"

@@ -55,7 +55,23 @@ impl<B: Body + Unpin> RacedBody<B> {
         &mut self,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<Option<FrameResult<B>>, Error>> {
-        if let State::Idle(_) = self.state {
+        if let State::Idle(body) = &mut self.state {
+            // A frame that is ready needs no race: the context only decides while waiting
+            // (and a context already done ends the body before anything is polled).
+            if let Some(err) = self.ctx.err() {
+                self.state = State::Over;
+                return Poll::Ready(Err(err));
+            }
+            match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    self.state = State::Over;
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Ready(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
+                Poll::Pending => {}
+            }
+            // Waiting: from now on the frame is raced against the context (`Run` polls the
+            // body again, which keeps its waker registered).
             let State::Idle(body) = std::mem::replace(&mut self.state, State::Over) else {
                 unreachable!("matched above");
             };
