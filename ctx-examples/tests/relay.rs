@@ -1,6 +1,6 @@
 //! The `relay` example as processes: two hops A → B, called over loopback; the budget
 //! shrinks hop by hop, `--max-deadline` caps and defaults, expiry is DEADLINE_EXCEEDED, and
-//! SIGTERM drains in-flight RPCs (cancelling their upstream calls) and exits 0. Also checks
+//! SIGTERM or SIGINT drains in-flight RPCs (cancelling their upstream calls) and exits 0. Also checks
 //! that ctx-core's checked-in copy of the generated code is what build.rs generates.
 
 use std::io::{BufRead, BufReader, Read};
@@ -78,9 +78,9 @@ impl Hop {
         }
     }
 
-    fn sigterm(&self) {
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -171,7 +171,7 @@ async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
     let in_flight = tokio::spawn(async move { slow.forward(chain(&[0, 250])).await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = Instant::now();
-    a.sigterm();
+    a.signal("TERM");
     let (status, stderr) = tokio::task::spawn_blocking(move || a.wait(Duration::from_secs(5)))
         .await
         .unwrap();
@@ -188,11 +188,16 @@ async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
     let status = in_flight.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
-    b.sigterm();
+    // SIGINT (Ctrl-C) too.
+    b.signal("INT");
     let (status, stderr) = tokio::task::spawn_blocking(move || b.wait(Duration::from_secs(5)))
         .await
         .unwrap();
     assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains("received SIGINT: in-flight RPCs drained"),
+        "{stderr}"
+    );
     assert!(stderr.contains("B: Forward ended Ok"), "{stderr}");
     assert!(
         stderr.contains("B: Forward ended DeadlineExceeded"),
