@@ -206,5 +206,14 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             crate::server::record_outcome,
         ))
+        // Not a demo endpoint: outside the outcome table.
+        .route("/debug/contexts", get(debug_contexts))
         .with_state(app)
+}
+
+/// Every live context of the process as a tree (ctx-core's `debug-tree` feature): the
+/// requests in flight, each under the server's root, with their deadlines and where they
+/// were made. This request's own context is in it too.
+async fn debug_contexts() -> String {
+    ctx_core::debug::snapshot().to_string()
 }

@@ -41,6 +41,8 @@ ENDPOINTS:
     /chain     crosses three hops: this gateway calls `backend` over gRPC (tonic), which
                runs the SQLite query and calls `store` over gRPC; each hop gets what is
                left of the client's budget
+    /debug/contexts   every live context as a tree (kind, age, deadline, key names, where
+               it was made): the requests in flight under the server's root
 
 Send a deadline with gRPC's header, e.g.:
     curl -H 'grpc-timeout: 100m' http://127.0.0.1:PORT/slow
@@ -141,6 +143,7 @@ async fn run(options: Options) -> Result<(), String> {
     if options.serve.is_some() {
         println!("serving on http://{addr} (Ctrl-C to stop); try:");
         println!("    curl -H 'grpc-timeout: 100m' http://{addr}/slow");
+        println!("    curl http://{addr}/debug/contexts");
         let _ = root.done().await;
         println!(
             "\n{}: shutting down",

@@ -77,3 +77,55 @@ fn a_bad_flag_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--requests takes a number"));
 }
+
+/// `--serve`: the live context tree at `/debug/contexts`, then a clean exit on SIGINT.
+#[test]
+fn serve_mode_shows_the_live_context_tree() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let mut child = demo()
+        .args(["--serve", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the demo said where it serves")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("serving on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /debug/contexts HTTP/1.1\r\nHost: {addr}\r\ngrpc-timeout: 5S\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // This very request: a deadline context (from its grpc-timeout) under the server's root.
+    assert!(
+        response.contains("context.Background.WithCancel"),
+        "{response}"
+    );
+    assert!(response.contains("WithDeadline"), "{response}");
+    assert!(response.contains("deadline in "), "{response}");
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        child.wait().unwrap().success(),
+        "the demo exits 0 on SIGINT"
+    );
+}
