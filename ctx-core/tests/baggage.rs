@@ -245,3 +245,85 @@ proptest! {
         let _ = keys().decode(&Context::background(), &header);
     }
 }
+
+/// The gRPC layers carry baggage the same way: the client layer sends the opted-in keys, the
+/// server layer accepts the trusted ones into the RPC's context.
+#[cfg(feature = "tonic")]
+#[test]
+fn grpc_layers_carry_trusted_baggage() {
+    use ctx_core::http::grpc::{ClientLayer, ServerLayer};
+    use http_body_util::Full;
+
+    let ctx = Context::background()
+        .with_value(Tenant(9))
+        .with_value(Password("hunter2"));
+    let client = ClientLayer::with_context(&ctx)
+        .baggage(keys())
+        .layer(service_fn(|request: http::Request<()>| async move {
+            let header = request.headers().get(BAGGAGE).cloned();
+            Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+                header
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default(),
+            ))))
+        }));
+    let response = futures::executor::block_on(client.oneshot(http::Request::new(()))).unwrap();
+    let body = futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"tenant=9");
+
+    let root = Context::background();
+    let server = ServerLayer::new(&root)
+        .trust_baggage(BaggageKeys::new().key::<Tenant>())
+        .layer(service_fn(|_request: http::Request<()>| async move {
+            let tenant = Context::current().value::<Tenant>().map(|t| t.0);
+            Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from(format!(
+                "{tenant:?}"
+            )))))
+        }));
+    let request = http::Request::builder()
+        .header(BAGGAGE, "tenant=11,note=x")
+        .body(())
+        .unwrap();
+    let response = futures::executor::block_on(server.oneshot(request)).unwrap();
+    let body = futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"Some(11)");
+}
+
+/// reqwest's middleware sends the opted-in keys too, to a server that trusts them.
+#[cfg(all(feature = "reqwest", feature = "axum"))]
+#[test]
+fn reqwest_carries_baggage_to_a_trusting_server() {
+    use ctx_core::http::DeadlineMiddleware;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        async fn tenant(ctx: Context) -> String {
+            format!("{:?}", ctx.value::<Tenant>().map(|t| t.0))
+        }
+        let root = Context::background();
+        let app = axum::Router::new()
+            .route("/tenant", axum::routing::get(tenant))
+            .layer(ContextLayer::new(&root).trust_baggage(BaggageKeys::new().key::<Tenant>()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(DeadlineMiddleware::new().baggage(keys()))
+            .build();
+        let ctx = Context::background().with_value(Tenant(21));
+        let response = ctx
+            .scope(client.get(format!("{base}/tenant")).send())
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "Some(21)");
+    });
+}

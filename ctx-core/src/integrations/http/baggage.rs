@@ -231,6 +231,22 @@ impl BaggageKeys {
     }
 }
 
+/// Adds `ctx`'s values of `keys` to `headers`' `baggage`, after any entries already there
+/// (what every client layer does).
+pub(super) fn inject(keys: &BaggageKeys, ctx: &Context, headers: &mut http::HeaderMap) {
+    let Some(entries) = keys.encode(ctx) else {
+        return;
+    };
+    let header = match headers.get(BAGGAGE).map(http::HeaderValue::to_str) {
+        Some(Ok(theirs)) if !theirs.is_empty() => format!("{theirs},{entries}"),
+        _ => entries,
+    };
+    // Tokens and percent-encoded values: visible ASCII.
+    if let Ok(value) = http::HeaderValue::from_str(&header) {
+        headers.insert(BAGGAGE, value);
+    }
+}
+
 /// Splits `key OWS "=" OWS value *( OWS ";" OWS property )`; properties are ignored.
 fn parse_member(member: &str) -> Result<(&str, String), (&str, String)> {
     let value_and_properties = member.split_once('=');

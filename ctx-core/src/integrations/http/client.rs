@@ -11,8 +11,8 @@ use http::{HeaderValue, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::baggage::{BAGGAGE, BaggageKeys};
-use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
+use super::baggage::{self, BaggageKeys};
+use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
 use crate::{Context, Error, Run};
 
 /// The error type of [`PropagateDeadline`]: the inner service's error or a context [`Error`]
@@ -97,20 +97,18 @@ where
             if remaining.is_zero() {
                 return DeadlineFuture::failed(Error::DeadlineExceeded);
             }
-            let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
-                .expect("digits and a unit are ASCII");
-            request.headers_mut().insert(GRPC_TIMEOUT, value);
-        }
-        if let Some(entries) = self.baggage.encode(&ctx) {
-            let header = match request.headers().get(BAGGAGE).map(HeaderValue::to_str) {
-                Some(Ok(theirs)) if !theirs.is_empty() => format!("{theirs},{entries}"),
-                _ => entries,
-            };
-            // Tokens and percent-encoded values: visible ASCII.
-            if let Ok(value) = HeaderValue::from_str(&header) {
-                request.headers_mut().insert(BAGGAGE, value);
+            // A request that set a shorter timeout of its own keeps it.
+            let own = request
+                .headers()
+                .get(GRPC_TIMEOUT)
+                .and_then(|v| parse_grpc_timeout(v.as_bytes()).ok());
+            if own.is_none_or(|own| remaining < own) {
+                let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
+                    .expect("digits and a unit are ASCII");
+                request.headers_mut().insert(GRPC_TIMEOUT, value);
             }
         }
+        baggage::inject(&self.baggage, &ctx, request.headers_mut());
         DeadlineFuture {
             run: Some(ctx.into_run(self.inner.call(request))),
             failed: None,

@@ -27,6 +27,7 @@ mod extract;
 pub mod grpc;
 mod grpc_timeout;
 mod hop;
+mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod server;

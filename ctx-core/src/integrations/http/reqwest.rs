@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use super::baggage::{self, BaggageKeys};
 use super::body::RacedBody;
 use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
 use super::{BoxError, HopError, Origin};
@@ -71,9 +72,10 @@ use crate::{Context, Error};
 /// assert!(hop.to_string().starts_with("context deadline exceeded calling GET /budget on 127.0.0.1:"));
 /// # });
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DeadlineMiddleware {
     grpc_timeout: bool,
+    baggage: std::sync::Arc<BaggageKeys>,
 }
 
 impl DeadlineMiddleware {
@@ -85,6 +87,13 @@ impl DeadlineMiddleware {
     /// Also send the budget as `grpc-timeout` (for a next hop that reads it).
     pub fn send_grpc_timeout(mut self, send: bool) -> DeadlineMiddleware {
         self.grpc_timeout = send;
+        self
+    }
+
+    /// Also sends the context's values of these keys in the W3C `baggage` header, as
+    /// [`PropagateDeadlineLayer::baggage`](super::PropagateDeadlineLayer::baggage) does.
+    pub fn baggage(mut self, keys: BaggageKeys) -> DeadlineMiddleware {
+        self.baggage = std::sync::Arc::new(keys);
         self
     }
 }
@@ -138,6 +147,7 @@ impl Middleware for DeadlineMiddleware {
                 request.headers_mut().insert(GRPC_TIMEOUT, value);
             }
         }
+        baggage::inject(&self.baggage, &ctx, request.headers_mut());
         let cut = hop(Error::Cancelled, &request);
         match ctx.run(next.run(request, extensions)).await {
             Ok(Ok(response)) => Ok(watch_body(response, ctx, cut)),

@@ -11,8 +11,8 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::baggage::{BAGGAGE, BaggageKeys, BaggageReport};
-use super::grpc_timeout::{GRPC_TIMEOUT, parse_grpc_timeout};
+use super::baggage::BaggageKeys;
+use super::request::{RequestContext, ServerConfig};
 use crate::{CancelScope, Context, Scoped};
 
 /// The cause of a request context cancelled because the client went away: the server
@@ -53,16 +53,7 @@ impl std::error::Error for ClientDisconnected {}
 /// ```
 #[derive(Clone, Debug)]
 pub struct ContextLayer {
-    config: Arc<Config>,
-}
-
-#[derive(Clone, Debug)]
-struct Config {
-    root: Context,
-    default_timeout: Option<Duration>,
-    max_timeout: Option<Duration>,
-    /// The `baggage` keys accepted from clients; none by default (the header is ignored).
-    baggage: BaggageKeys,
+    config: Arc<ServerConfig>,
 }
 
 impl ContextLayer {
@@ -70,12 +61,7 @@ impl ContextLayer {
     /// `&CancelScope`).
     pub fn new(root: impl AsRef<Context>) -> ContextLayer {
         ContextLayer {
-            config: Arc::new(Config {
-                root: root.as_ref().clone(),
-                default_timeout: None,
-                max_timeout: None,
-                baggage: BaggageKeys::new(),
-            }),
+            config: Arc::new(ServerConfig::new(root.as_ref())),
         }
     }
 
@@ -116,7 +102,7 @@ impl<S> Layer<S> for ContextLayer {
 #[derive(Clone, Debug)]
 pub struct ContextService<S> {
     inner: S,
-    config: Arc<Config>,
+    config: Arc<ServerConfig>,
 }
 
 impl<S, B, R> Service<Request<B>> for ContextService<S>
@@ -133,14 +119,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let asked = match request
-            .headers()
-            .get(GRPC_TIMEOUT)
-            .map(|v| parse_grpc_timeout(v.as_bytes()))
-        {
-            None => None,
-            Some(Ok(timeout)) => Some(timeout),
-            Some(Err(invalid)) => {
+        let RequestContext { scope, ctx } = match self.config.begin(&mut request) {
+            Ok(begun) => begun,
+            Err(invalid) => {
                 let mut response = Response::new(R::from(format!("{invalid}\n")));
                 *response.status_mut() = StatusCode::BAD_REQUEST;
                 return ResponseFuture {
@@ -150,27 +131,6 @@ where
                 };
             }
         };
-        let config = &self.config;
-        let timeout = match (asked.or(config.default_timeout), config.max_timeout) {
-            (Some(t), Some(max)) => Some(t.min(max)),
-            (t, _) => t,
-        };
-        let scope = match timeout {
-            Some(t) => config.root.with_timeout(t),
-            None => config.root.with_cancel(),
-        };
-        let ctx = match request.headers().get(BAGGAGE) {
-            Some(header) if !config.baggage.is_empty() => {
-                let (ctx, report) = match header.to_str() {
-                    Ok(header) => config.baggage.decode(scope.context(), header),
-                    Err(_) => (scope.context().clone(), BaggageReport::not_text()),
-                };
-                request.extensions_mut().insert(report);
-                ctx
-            }
-            _ => scope.context().clone(),
-        };
-        request.extensions_mut().insert(ctx.clone());
         let future = ctx.enter(|| self.inner.call(request));
         ResponseFuture {
             future: Some(ctx.scope(future)),

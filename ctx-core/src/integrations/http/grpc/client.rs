@@ -15,6 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::status::{grpc_status_code, hop_status};
+use crate::http::baggage::{self, BaggageKeys};
 use crate::http::body::RacedBody;
 use crate::http::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
 use crate::http::{BoxError, HopError, Origin};
@@ -54,23 +55,28 @@ use crate::{Context, Error, Run};
 pub struct ClientLayer {
     ctx: Option<Context>,
     authority: Option<Arc<str>>,
+    baggage: Arc<BaggageKeys>,
 }
 
 impl ClientLayer {
     /// Uses [`Context::current`] of each call.
     pub fn new() -> ClientLayer {
-        ClientLayer {
-            ctx: None,
-            authority: None,
-        }
+        ClientLayer::default()
     }
 
     /// Uses `ctx` (a `&Context`, a `Context` or a `&CancelScope`) for every call.
     pub fn with_context(ctx: impl AsRef<Context>) -> ClientLayer {
         ClientLayer {
             ctx: Some(ctx.as_ref().clone()),
-            authority: None,
+            ..ClientLayer::default()
         }
+    }
+
+    /// Also sends the context's values of these keys in the W3C `baggage` metadata, as
+    /// [`PropagateDeadlineLayer::baggage`](crate::http::PropagateDeadlineLayer::baggage) does.
+    pub fn baggage(mut self, keys: BaggageKeys) -> ClientLayer {
+        self.baggage = Arc::new(keys);
+        self
     }
 
     /// Names the callee (`host:port`) in errors when the request's URI does not.
@@ -88,6 +94,7 @@ impl<S> Layer<S> for ClientLayer {
             inner,
             ctx: self.ctx.clone(),
             authority: self.authority.clone(),
+            baggage: self.baggage.clone(),
         }
     }
 }
@@ -98,6 +105,7 @@ pub struct ClientService<S> {
     inner: S,
     ctx: Option<Context>,
     authority: Option<Arc<str>>,
+    baggage: Arc<BaggageKeys>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>
@@ -144,6 +152,7 @@ where
                 request.headers_mut().insert(GRPC_TIMEOUT, value);
             }
         }
+        baggage::inject(&self.baggage, &ctx, request.headers_mut());
         let call = self.inner.call(request);
         ClientFuture {
             run: Some(ctx.clone().into_run(call)),

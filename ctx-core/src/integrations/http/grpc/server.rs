@@ -17,8 +17,9 @@ use tower_service::Service;
 
 use super::status::{grpc_status_code, server_status};
 use crate::http::ClientDisconnected;
+use crate::http::baggage::BaggageKeys;
 use crate::http::body::RacedBody;
-use crate::http::grpc_timeout::{GRPC_TIMEOUT, parse_grpc_timeout};
+use crate::http::request::{RequestContext, ServerConfig};
 use crate::{CancelScope, Cause, Context, Run, Scoped};
 
 /// A tower layer for [`tonic::transport::Server::builder().layer(..)`][layer] that gives
@@ -58,14 +59,7 @@ use crate::{CancelScope, Cause, Context, Run, Scoped};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ServerLayer {
-    config: Arc<Config>,
-}
-
-#[derive(Clone, Debug)]
-struct Config {
-    root: Context,
-    default_timeout: Option<Duration>,
-    max_timeout: Option<Duration>,
+    config: Arc<ServerConfig>,
 }
 
 impl ServerLayer {
@@ -73,11 +67,7 @@ impl ServerLayer {
     /// `&CancelScope`).
     pub fn new(root: impl AsRef<Context>) -> ServerLayer {
         ServerLayer {
-            config: Arc::new(Config {
-                root: root.as_ref().clone(),
-                default_timeout: None,
-                max_timeout: None,
-            }),
+            config: Arc::new(ServerConfig::new(root.as_ref())),
         }
     }
 
@@ -91,6 +81,14 @@ impl ServerLayer {
     /// The longest timeout an RPC may ask for; longer ones are cut to this.
     pub fn max_timeout(mut self, timeout: Duration) -> ServerLayer {
         Arc::make_mut(&mut self.config).max_timeout = Some(timeout);
+        self
+    }
+
+    /// Accepts these keys from the RPC's W3C `baggage` metadata into its context, as
+    /// [`ContextLayer::trust_baggage`](crate::http::ContextLayer::trust_baggage) does;
+    /// without it the metadata is ignored.
+    pub fn trust_baggage(mut self, keys: BaggageKeys) -> ServerLayer {
+        Arc::make_mut(&mut self.config).baggage = keys;
         self
     }
 }
@@ -110,7 +108,7 @@ impl<S> Layer<S> for ServerLayer {
 #[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,
-    config: Arc<Config>,
+    config: Arc<ServerConfig>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
@@ -127,29 +125,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let asked = match request
-            .headers()
-            .get(GRPC_TIMEOUT)
-            .map(|v| parse_grpc_timeout(v.as_bytes()))
-        {
-            None => None,
-            Some(Ok(timeout)) => Some(timeout),
-            Some(Err(invalid)) => {
+        let RequestContext { scope, ctx } = match self.config.begin(&mut request) {
+            Ok(begun) => begun,
+            Err(invalid) => {
                 return ServerFuture::answered(Status::invalid_argument(invalid.to_string()));
             }
         };
-        let config = &self.config;
-        let timeout = match (asked.or(config.default_timeout), config.max_timeout) {
-            (Some(t), Some(max)) => Some(t.min(max)),
-            (t, _) => t,
-        };
-        let scope = match timeout {
-            Some(t) => config.root.with_timeout(t),
-            None => config.root.with_cancel(),
-        };
-        let ctx = scope.context().clone();
-        request.extensions_mut().insert(ctx.clone());
-        let future = scope.enter(|| self.inner.call(request));
+        let future = ctx.enter(|| self.inner.call(request));
         let scoped = ctx.scope(future);
         ServerFuture {
             deadline: ctx.deadline(),
