@@ -289,7 +289,7 @@ use proc_macro::TokenStream;
 ///     -> impl Future<Output = Result<Vec<u8>, Error>> + __private::Captures<(&'__ctx0 (),)>
 /// {
 ///     let __ctx_scope = __private::child(&__private::current()); // at the call
-///     __private::scope(Context::clone(&__ctx_scope), async move {
+///     __private::scoped(Context::clone(&__ctx_scope), async move {
 ///         let __ctx_scope = __ctx_scope; // cancelled when the body is done or dropped
 ///         let __ctx_child = __private::child_of(&__ctx_scope, __private::returns::<Result<Vec<u8>, Error>>());
 ///         if false {

@@ -96,7 +96,7 @@ fn async_accept_mode() {
                 Output = Result<Vec<u8>, Error>,
             > + ::ctx_core::__private::Captures<(&'__ctx0 (),)> {
                 let __ctx_scope = ::ctx_core::__private::child(::ctx_core::__private::parent(&ctx));
-                ::ctx_core::__private::scope(
+                ::ctx_core::__private::scoped(
                     ::ctx_core::__private::Context::clone(&__ctx_scope),
                     async move {
                         let __ctx_scope = __ctx_scope;
@@ -231,7 +231,7 @@ fn async_trait_shape() {
                     ::ctx_core::__private::Duration::new(5u64, 0u32),
                 );
                 Box::pin(
-                    ::ctx_core::__private::scope(
+                    ::ctx_core::__private::scoped(
                         ::ctx_core::__private::Context::clone(&__ctx_scope),
                         async move {
                             let __ctx_scope = __ctx_scope;
@@ -348,7 +348,7 @@ fn async_fn_with_every_kind_of_lifetime() {
                 Output = Result<&u8, Error>,
             > + ::ctx_core::__private::Captures<(&'__ctx0 (), &'__ctx1 (), &'a ())> {
                 let __ctx_scope = ::ctx_core::__private::child(&::ctx_core::__private::current());
-                ::ctx_core::__private::scope(
+                ::ctx_core::__private::scoped(
                     ::ctx_core::__private::Context::clone(&__ctx_scope),
                     async move {
                         let __ctx_scope = __ctx_scope;

@@ -148,7 +148,7 @@ pub fn enter<'s, R>(
 
 /// Polls an async body with the child as `Context::current()`, on every poll.
 #[inline]
-pub fn scope<F: Future>(ctx: Context, body: F) -> Scoped<F> {
+pub fn scoped<F: Future>(ctx: Context, body: F) -> Scoped<F> {
     Scoped::new(ctx, body)
 }
 

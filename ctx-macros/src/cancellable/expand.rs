@@ -189,7 +189,7 @@ impl Gen {
         }
     }
 
-    /// `__private::scope(child, async move { <prelude> <body> })`. The prelude owns the scope
+    /// `__private::scoped(child, async move { <prelude> <body> })`. The prelude owns the scope
     /// (so it is cancelled when the body completes or the future is dropped), resolves the
     /// child, and with a `return` of type `R` before the body fixes the async block's output
     /// type (as an `async fn`'s is), which `?` and `.into()` in the body need for inference.
@@ -203,7 +203,7 @@ impl Gen {
             ..
         } = self;
         let future = quote_spanned! {span=>
-            #private::scope(#private::Context::clone(&#scope), async move {
+            #private::scoped(#private::Context::clone(&#scope), async move {
                 let #scope = #scope;
                 let #child = #private::child_of(&#scope, #returns);
                 if false {
