@@ -50,10 +50,16 @@ pub(super) struct Inner {
     pub(super) ended_at: Option<&'static Location<'static>>,
     pub(super) first_child: *const Core,
     pub(super) waiters: Slab<Waker>,
-    pub(super) after_funcs: Slab<AfterFn>,
-    /// Merged contexts (`Context::merge`) whose other parent this core is: they end when it
-    /// does, right after the walk that ends it (invariant 9).
-    pub(super) merges: Slab<WeakNode>,
+    /// What to do when this core ends, besides waking: after-funcs to dispatch, and merged
+    /// contexts (`Context::merge`) whose other parent this core is, ended right after the
+    /// walk that ends it (invariant 9). One slab for both keeps the node small.
+    pub(super) on_end: Slab<OnEnd>,
+}
+
+/// An entry of `Inner::on_end`.
+pub(super) enum OnEnd {
+    AfterFunc(AfterFn),
+    Merge(WeakNode),
 }
 
 // SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
@@ -92,8 +98,7 @@ impl Core {
                 ended_at: None,
                 first_child: ptr::null(),
                 waiters: Slab::new(),
-                after_funcs: Slab::new(),
-                merges: Slab::new(),
+                on_end: Slab::new(),
             }),
         }
     }
@@ -204,7 +209,7 @@ impl Core {
         if self.is_done() {
             return Err(f);
         }
-        Ok(inner.after_funcs.insert(f))
+        Ok(inner.on_end.insert(OnEnd::AfterFunc(f)))
     }
 
     /// Removes a registered after-func; true if it had not run yet (it never will now).
@@ -214,7 +219,7 @@ impl Core {
             if self.is_done() {
                 None
             } else {
-                inner.after_funcs.remove(key)
+                inner.on_end.remove(key)
             }
         };
         // `f`'s captures (a `CancelHandle`, say) may lock this very core when they drop:
@@ -228,12 +233,12 @@ impl Core {
         if self.is_done() {
             return Err(merged);
         }
-        Ok(inner.merges.insert(merged))
+        Ok(inner.on_end.insert(OnEnd::Merge(merged)))
     }
 
     /// Forgets a merged node's registration (it is being dropped).
     pub(super) fn unwatch(&self, key: usize) {
-        let removed = lock(&self.inner).merges.remove(key);
+        let removed = lock(&self.inner).on_end.remove(key);
         drop(removed); // a `Weak`: freeing it runs no user code, but no need to hold the lock
     }
 
@@ -270,10 +275,14 @@ impl Core {
         for waker in inner.waiters.values() {
             catch(panic, || waker.wake_by_ref());
         }
-        for f in inner.after_funcs.take_all() {
-            super::dispatch_after_func(f);
+        if inner.on_end.has_slots() {
+            for entry in inner.on_end.take_all() {
+                match entry {
+                    OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
+                    OnEnd::Merge(merged) => merges.push(merged),
+                }
+            }
         }
-        merges.extend(inner.merges.take_all());
         if self.own_deadline {
             timer::disarm(self);
         }

@@ -3,10 +3,13 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::core::LIVE;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::core::{LIVE, OnEnd};
 use super::{Kind, Link, Node, Panic, catch, resume, timer, walk};
 
 impl<V: ?Sized> Drop for Node<V> {
+    #[inline]
     fn drop(&mut self) {
         if let Kind::Cancel(core) | Kind::Merge(core) = &mut self.kind {
             if core.own_deadline {
@@ -17,10 +20,12 @@ impl<V: ?Sized> Drop for Node<V> {
             // reference and skipped the cancel (nothing could observe it). Its after-funcs
             // still count as observers: Go runs them once the context is done, and it is
             // done now. `&mut self`: no lock needed, no one else can reach this core.
-            if core.state.load(std::sync::atomic::Ordering::Relaxed) == LIVE {
-                let inner = crate::sync::get_mut(&mut core.inner);
-                for f in inner.after_funcs.take_all() {
-                    super::dispatch_after_func(f);
+            let inner = crate::sync::get_mut(&mut core.inner);
+            if inner.on_end.has_slots() && core.state.load(Relaxed) == LIVE {
+                for entry in inner.on_end.take_all() {
+                    if let OnEnd::AfterFunc(f) = entry {
+                        super::dispatch_after_func(f);
+                    }
                 }
             }
         }
@@ -48,12 +53,20 @@ thread_local! {
 /// A value's `Drop` may panic: each drop in the queue is caught, the queue is drained to the
 /// end (nothing leaks), the thread's draining flag is reset, and then the first panic
 /// resumes, so later drops on this thread work as before.
+#[inline]
 fn drop_parent_iteratively(parent: Link) {
     if cfg!(ctx_loom) || !parent.is_sole_reference() {
         // Not the last reference (a plain decrement; should it become the last meanwhile,
         // its drop starts a queue of its own), or loom, whose threads share one OS thread.
         return;
     }
+    drain(parent);
+}
+
+/// The last reference to `parent`: free it, and the chain it ends, on this thread's queue.
+#[cold]
+#[inline(never)]
+fn drain(parent: Link) {
     let Ok(nested) = DRAINING.try_with(|draining| draining.replace(true)) else {
         return drop(parent); // thread teardown: fall back to plain recursion
     };

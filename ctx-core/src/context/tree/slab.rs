@@ -44,6 +44,12 @@ impl<T> Slab<T> {
         key
     }
 
+    /// Whether it has any entry, occupied or vacant: a test cheaper than `take_all` on the
+    /// common path, where nothing was ever inserted.
+    pub(in crate::context) fn has_slots(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
     pub(in crate::context) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         match self.entries.get_mut(key) {
             Some(Entry::Occupied(value)) => Some(value),

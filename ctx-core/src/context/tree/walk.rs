@@ -212,5 +212,10 @@ pub(in crate::context) fn child_count(core: &Core) -> usize {
 
 #[cfg(test)]
 pub(in crate::context) fn merge_count(core: &Core) -> usize {
-    lock(&core.inner).merges.len()
+    let inner = lock(&core.inner);
+    inner
+        .on_end
+        .values()
+        .filter(|entry| matches!(entry, super::core::OnEnd::Merge(_)))
+        .count()
 }
