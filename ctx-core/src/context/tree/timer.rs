@@ -35,7 +35,7 @@ type WeakNode = Weak<Node<dyn std::any::Any + Send + Sync>>;
 const SHARDS: usize = 8;
 
 struct Driver {
-    shards: [Mutex<Timers>; SHARDS],
+    shards: [Shard; SHARDS],
     /// Bumped by arms that put an entry first in their shard (invariant 8).
     epoch: AtomicU64,
     /// When the driver will next wake, in nanoseconds after `base`; 0 while it is awake.
@@ -51,6 +51,11 @@ struct Driver {
     #[cfg(ctx_loom)]
     thread: Mutex<Option<crate::sync::thread::JoinHandle<()>>>,
 }
+
+/// A shard's timers, alone on their cache lines: threads arming into neighbouring shards
+/// would otherwise bounce one line between cores on every arm and disarm.
+#[repr(align(128))]
+struct Shard(Mutex<Timers>);
 
 #[derive(Default)]
 struct Timers {
@@ -78,7 +83,7 @@ unsafe impl Send for Timers {}
 impl Driver {
     fn new() -> Driver {
         Driver {
-            shards: std::array::from_fn(|_| Mutex::new(Timers::default())),
+            shards: std::array::from_fn(|_| Shard(Mutex::new(Timers::default()))),
             epoch: AtomicU64::new(0),
             next_wake: AtomicU64::new(u64::MAX),
             base: Instant::now(),
@@ -141,7 +146,7 @@ pub(super) fn arm(core: &Core, node: &NodeRef, at: Instant) {
     let driver = driver();
     let shard = my_shard();
     let first = {
-        let mut timers = lock(&driver.shards[shard]);
+        let mut timers = lock(&driver.shards[shard].0);
         let pos = timers.heap.len();
         let slot = timers.slots.insert(Slot {
             node: std::sync::Arc::downgrade(node),
@@ -172,7 +177,7 @@ pub(super) fn disarm(core: &Core) {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
     let shard = core.timer_slot.load(Relaxed) % SHARDS;
-    let mut timers = lock(&driver().shards[shard]);
+    let mut timers = lock(&driver().shards[shard].0);
     let encoded = core.timer_slot.load(Relaxed);
     if encoded != NO_SLOT {
         let slot = encoded / SHARDS;
@@ -189,7 +194,7 @@ pub(in crate::context) fn pending() -> usize {
     driver()
         .shards
         .iter()
-        .map(|shard| lock(shard).heap.len())
+        .map(|shard| lock(&shard.0).heap.len())
         .sum()
 }
 
@@ -279,7 +284,7 @@ impl Driver {
     fn take_due(&self, now: Instant, due: &mut Vec<NodeRef>) -> Option<Instant> {
         let mut earliest: Option<Instant> = None;
         for shard in &self.shards {
-            let mut timers = lock(shard);
+            let mut timers = lock(&shard.0);
             while let Some(&Entry { at, slot }) = timers.heap.first() {
                 if !is_due(at, now) || due.len() == 1024 {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
