@@ -46,24 +46,19 @@ impl Wake for Counting {
     }
 }
 
+/// Polls `done` once with `waker`, which registers it (or replaces the registered one).
+fn poll(done: &mut ctx_core::Done, waker: &Waker) -> std::task::Poll<Error> {
+    std::future::Future::poll(
+        std::pin::Pin::new(done),
+        &mut TaskContext::from_waker(waker),
+    )
+}
+
 /// Registers `waker` on `ctx`'s end by polling a `Done` once; keep the `Done`.
 fn register(ctx: &Context, waker: &Arc<Counting>) -> ctx_core::Done {
     let mut done = ctx.done();
-    let waker = Waker::from(waker.clone());
-    let polled =
-        std::pin::Pin::new(&mut done).poll_unpin_once(&mut TaskContext::from_waker(&waker));
-    assert!(polled.is_pending());
+    assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
     done
-}
-
-trait PollOnce {
-    fn poll_unpin_once(self, cx: &mut TaskContext<'_>) -> std::task::Poll<Error>;
-}
-
-impl PollOnce for std::pin::Pin<&mut ctx_core::Done> {
-    fn poll_unpin_once(self, cx: &mut TaskContext<'_>) -> std::task::Poll<Error> {
-        std::future::Future::poll(self, cx)
-    }
 }
 
 /// Waits (bounded) until `cond` holds.
@@ -137,11 +132,7 @@ fn a_waker_that_cancels_inside_the_walk_does_not_wait_for_itself() {
     let leaf = mid.with_cancel();
     let waker = Arc::new(DropsScope(std::sync::Mutex::new(Some(mid))));
     let mut done = mid_ctx.done();
-    let polled = std::future::Future::poll(
-        std::pin::Pin::new(&mut done),
-        &mut TaskContext::from_waker(&Waker::from(waker.clone())),
-    );
-    assert!(polled.is_pending());
+    assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
     // The root's walk wakes the waker under its lock; the waker's cancel of `mid` (already
     // done, its subtree being walked by this very thread) must not wait for that walk.
     let (tx, rx) = mpsc::channel();
@@ -466,12 +457,6 @@ fn a_waker_whose_drop_panics_leaves_the_context_working() {
     let scope = Context::background().with_cancel();
     let mut done = scope.done();
     let first = Waker::from(Arc::new(PanicsOnDrop));
-    let poll = |done: &mut ctx_core::Done, waker: &Waker| {
-        std::future::Future::poll(
-            std::pin::Pin::new(done),
-            &mut TaskContext::from_waker(waker),
-        )
-    };
     assert!(poll(&mut done, &first).is_pending());
     drop(first); // only the registered clone is left
     // Replacing the registration drops the old waker: its panic reaches this poll...
