@@ -337,3 +337,11 @@ macro_rules! __ctx_trace_span {
 pub fn __stop_deadline_driver() {
     context::stop_deadline_driver();
 }
+
+/// Gives a context its spread of children lists now (as contended derivations would), so a
+/// loom model can explore the spread's races.
+#[cfg(ctx_loom)]
+#[doc(hidden)]
+pub fn __spread_children(ctx: &Context) {
+    context::spread_children(ctx);
+}

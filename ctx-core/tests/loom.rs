@@ -219,3 +219,55 @@ fn both_parents_of_a_merge_cancel_at_once() {
         assert!(cause == "first" || cause == "second", "{cause}");
     });
 }
+
+/// A derivation into a spread parent's shard races the parent's cancel: the child is
+/// adopted by the walk or born done, never left live in a shard.
+#[test]
+fn a_derivation_into_a_shard_races_the_cancel() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel().into_parts();
+        ctx_core::__spread_children(&parent);
+        let deriver = thread::spawn(move || parent.with_cancel().into_parts());
+        cancel.cancel();
+        let (child, _handle) = deriver.join().unwrap();
+        assert_eq!(child.err(), Some(Error::Cancelled));
+    });
+}
+
+/// A child in a shard unlinks (drops) while the parent's walk adopts that shard; a spread
+/// grandchild's list is adopted through its spread parent.
+#[test]
+fn a_shard_child_drop_races_the_walk_adopting_it() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel().into_parts();
+        ctx_core::__spread_children(&parent);
+        let child = parent.with_cancel();
+        ctx_core::__spread_children(&child);
+        let grandchild = child.with_cancel();
+        let kept = child.with_cancel();
+        let dropper = thread::spawn(move || {
+            drop(grandchild);
+            drop(child);
+        });
+        cancel.cancel();
+        assert!(kept.is_cancelled());
+        dropper.join().unwrap();
+        assert_eq!(parent.with_cancel().err(), Some(Error::Cancelled));
+    });
+}
+
+/// Two derivations contend on a parent's lock (one of them installs the spread) while the
+/// parent is cancelled: both children end up cancelled.
+#[test]
+fn contended_derivations_race_the_cancel() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel().into_parts();
+        let other = parent.clone();
+        let deriver = thread::spawn(move || other.with_cancel().into_parts());
+        let (mine, _mine) = parent.with_cancel().into_parts();
+        cancel.cancel();
+        let (theirs, _theirs) = deriver.join().unwrap();
+        assert_eq!(mine.err(), Some(Error::Cancelled));
+        assert_eq!(theirs.err(), Some(Error::Cancelled));
+    });
+}

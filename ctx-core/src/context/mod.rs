@@ -45,5 +45,12 @@ pub(crate) fn stop_deadline_driver() {
     tree::timer::stop_driver();
 }
 
+#[cfg(ctx_loom)]
+pub(crate) fn spread_children(ctx: &Context) {
+    if let Some(core) = ctx.core() {
+        tree::spread_now(core);
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -118,3 +118,73 @@ fn a_dropped_merge_leaves_no_trace_in_either_parent() {
     assert_eq!(children(&first), 0);
     assert_eq!(crate::context::tree::merge_count(second.core().unwrap()), 0);
 }
+
+fn is_spread(ctx: &Context) -> bool {
+    crate::context::tree::is_spread(ctx.core().expect("a cancellable context"))
+}
+
+/// A spread parent (one list per thread group) links, unlinks and cancels children in every
+/// shard, and adopts the shards of spread children too.
+#[test]
+fn a_spread_parent_links_unlinks_and_cancels_every_child() {
+    let (root, cancel) = Context::background().with_cancel().into_parts();
+    crate::context::tree::spread_now(root.core().unwrap());
+    assert!(is_spread(&root));
+    // Children from several threads land in several shards.
+    let kids: Vec<_> = std::thread::scope(|s| {
+        let makers: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| (0..25).map(|_| root.with_cancel()).collect::<Vec<_>>()))
+            .collect();
+        makers.into_iter().flat_map(|m| m.join().unwrap()).collect()
+    });
+    assert_eq!(children(&root), 100);
+    let (keep, gone): (Vec<_>, Vec<_>) =
+        kids.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    drop(gone);
+    assert_eq!(children(&root), 50);
+    // A spread child with grandchildren in its own shards and its own list.
+    let mid = &keep[0].1;
+    crate::context::tree::spread_now(mid.core().unwrap());
+    let grandkids: Vec<_> = std::thread::scope(|s| {
+        let makers: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| (0..10).map(|_| mid.with_cancel()).collect::<Vec<_>>()))
+            .collect();
+        makers.into_iter().flat_map(|m| m.join().unwrap()).collect()
+    });
+    assert_eq!(children(mid), 30);
+    cancel.cancel();
+    assert!(keep.iter().all(|(_, kid)| kid.is_cancelled()));
+    assert!(grandkids.iter().all(|kid| kid.is_cancelled()));
+    assert_eq!(children(&root), 0);
+    assert_eq!(children(mid), 0);
+    // Born done from now on, in no list.
+    assert!(root.with_cancel().is_cancelled());
+    assert_eq!(children(&root), 0);
+}
+
+/// Threads deriving from one parent at once give it its spread (and then still find every
+/// child cancelled with it).
+#[test]
+fn contended_derivations_spread_the_parent() {
+    let (root, cancel) = Context::background().with_cancel().into_parts();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !is_spread(&root) && std::time::Instant::now() < deadline {
+                    for _ in 0..1000 {
+                        drop(root.with_cancel());
+                    }
+                }
+            });
+        }
+    });
+    assert!(
+        is_spread(&root),
+        "20 s of four threads deriving never contended"
+    );
+    let kids: Vec<_> = (0..10).map(|_| root.with_cancel()).collect();
+    assert_eq!(children(&root), 10);
+    cancel.cancel();
+    assert!(kids.iter().all(|kid| kid.is_cancelled()));
+}

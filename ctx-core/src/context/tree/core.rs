@@ -1,5 +1,5 @@
 //! A cancellable node's [`Core`]: its state, cause, waiters and after-funcs, and the
-//! children list head (the list itself is `walk.rs`'s).
+//! heads of its children lists (the lists themselves are `children.rs`'s).
 
 use std::panic::Location;
 use std::ptr;
@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::task::Waker;
 use std::time::Instant;
 
+use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
 use super::{NodeRef, Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
@@ -29,11 +30,13 @@ pub(in crate::context) struct Core {
     pub(super) created: &'static Location<'static>,
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
     pub(super) timer_slot: AtomicUsize,
-    /// Links in the owner's child list (invariant 2).
-    pub(super) owner: AtomicPtr<Core>,
+    /// The list this core is linked in, if any, and its links there (invariant 2;
+    /// `children.rs`).
+    pub(super) owner: AtomicPtr<()>,
     pub(super) prev: AtomicPtr<Core>,
     pub(super) next: AtomicPtr<Core>,
-    pub(super) linked: AtomicBool,
+    /// This core's spread of children lists, once derivations from it contended, or null.
+    pub(super) spread: AtomicPtr<Spread>,
     /// The root of the walk that ended this core (an ancestor, invariant 3), or null when
     /// that was this core itself. Written once, before `state` (invariant 1), so whoever sees
     /// the state done reads it without a lock; it holds the cause (one copy per cancel) and
@@ -48,7 +51,8 @@ pub(super) struct Inner {
     pub(super) cause: Option<Cause>,
     /// Where the walk root was ended (`Cause::location`), once it was.
     pub(super) ended_at: Option<&'static Location<'static>>,
-    pub(super) first_child: *const Core,
+    /// The core's own list of children (its spread has more).
+    pub(super) children: List,
     pub(super) waiters: Slab<Waker>,
     /// What to do when this core ends, besides waking: after-funcs to dispatch, and merged
     /// contexts (`Context::merge`) whose other parent this core is, ended right after the
@@ -61,9 +65,6 @@ pub(super) enum OnEnd {
     AfterFunc(AfterFn),
     Merge(WeakNode),
 }
-
-// SAFETY: `first_child` is only dereferenced under this lock, by invariants 2 and 4.
-unsafe impl Send for Inner {}
 
 /// Where a cancel's cause is recorded: in the cancelled core, or in its walk root.
 pub(super) enum Origin {
@@ -91,12 +92,12 @@ impl Core {
             owner: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
             next: AtomicPtr::new(ptr::null_mut()),
-            linked: AtomicBool::new(false),
+            spread: AtomicPtr::new(ptr::null_mut()),
             cause_from: AtomicPtr::new(ptr::null_mut()),
             inner: Mutex::new(Inner {
                 cause: deadline_cause,
                 ended_at: None,
-                first_child: ptr::null(),
+                children: List::EMPTY,
                 waiters: Slab::new(),
                 on_end: Slab::new(),
             }),
@@ -142,25 +143,9 @@ impl Core {
         self as *const Core as *mut Core
     }
 
-    /// Links a new child core under `self`, or, if `self` is done, makes the child done with
-    /// the same error and cause (invariant 5). The child is not yet shared.
-    pub(super) fn attach(&self, child: &Core) {
-        if let Some(err) = self.err() {
-            return child.born_done(err, self.walk_root());
-        }
-        let mut inner = lock(&self.inner);
-        match self.err() {
-            None => super::walk::push_child(self, &mut inner, child),
-            Some(err) => {
-                drop(inner);
-                child.born_done(err, self.walk_root());
-            }
-        }
-    }
-
     /// Marks a new, unshared core done as its parent is: no lock is needed, as nothing
     /// else can see it yet, and it has no waiters, after-funcs, children or timer.
-    fn born_done(&self, err: Error, root: *const Core) {
+    pub(super) fn born_done(&self, err: Error, root: *const Core) {
         self.cause_from.store(root as *mut Core, Relaxed);
         self.state.store(state_of(err), Release);
     }
@@ -287,6 +272,12 @@ impl Core {
             timer::disarm(self);
         }
         replaced
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        free_spread(self);
     }
 }
 

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::core::{LIVE, OnEnd};
-use super::{Kind, Link, Node, Panic, catch, resume, timer, walk};
+use super::{Kind, Link, Node, Panic, catch, children, resume, timer};
 
 impl<V: ?Sized> Drop for Node<V> {
     #[inline]
@@ -15,7 +15,7 @@ impl<V: ?Sized> Drop for Node<V> {
             if core.own_deadline {
                 timer::disarm(core);
             }
-            walk::unlink(core); // invariant 4: before any field is dropped
+            children::unlink(core); // invariant 4: before any field is dropped
             // A live cancel node is freed only when its `CancelHandle` found itself the sole
             // reference and skipped the cancel (nothing could observe it). Its after-funcs
             // still count as observers: Go runs them once the context is done, and it is

@@ -12,7 +12,8 @@
 //! | --- | --- |
 //! | `mod.rs` | nodes, links, derivation |
 //! | `core.rs` | a node's [`Core`]: state, cause, waiters, after-funcs |
-//! | `walk.rs` | the children list and the cancel walk |
+//! | `children.rs` | the lists of children: a core's own, and its spread once contended |
+//! | `walk.rs` | the cancel walk |
 //! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
 //! | `timer.rs` | the deadline driver |
 //! | `after_pool.rs` | the threads that run after-funcs |
@@ -23,12 +24,15 @@
 //! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
 //!    the core's own lock, after the cause (or `cause_from`) is stored. Readers need no lock:
 //!    one `Acquire` load tells done or not, and makes the cause visible.
-//! 2. **List links.** A core's children form an intrusive doubly-linked list whose head is in
-//!    the owner's `Inner` and whose links live in the children. Every link of a child
-//!    (`prev`, `next`, `linked`) is read and written only under the lock of the child's
-//!    current `owner`; `owner` itself changes only while the old and the new owner's locks
-//!    are both held.
-//! 3. **Owners are ancestors.** A child's owner is always one of its ancestors, so the
+//! 2. **List links.** A core's children form intrusive doubly-linked lists: its own, whose
+//!    head is in its `Inner`, and, once derivations from it contended, one per shard of its
+//!    spread (`children.rs`). Every link of a child (`prev`, `next`, `owner`) is read and
+//!    written only under the lock of the list named by the child's `owner` (the core's own
+//!    lock, or the shard's); `owner` moves from one list to another only while both lists'
+//!    locks are held, and becomes null (in no list) only as the last access by whoever
+//!    unlinked it.
+//! 3. **Owners are ancestors.** A child's owner is always one of its ancestors (or a shard
+//!    of one, which lives as long as it), so the
 //!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
 //!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors,
 //!    and a merged node holds its second parent (`Merged::other`), so the core it is
@@ -38,8 +42,10 @@
 //!    lock, every core in that owner's list is valid memory, even if its node's reference
 //!    count already reached zero; and while the driver holds a timer shard's lock, every core
 //!    that shard's slots name is valid memory.
-//! 5. **Done lists are empty.** A done core's list stays empty forever: new children of a
-//!    done parent are born done and are never linked; a live one is never armed.
+//! 5. **Done lists are empty.** A done core's lists stay empty forever: new children of a
+//!    done parent are born done and are never linked; a live one is never armed. (A shard's
+//!    push checks the core is live under the shard's lock, which the walk takes after
+//!    marking the core done.)
 //! 6. **A walk holds its root.** A cancel walk holds the lock of the core it started at (its
 //!    root) from marking it done until every descendant is done, and every core it ends
 //!    records that root in `cause_from`. A cancel that finds a core already done waits on
@@ -61,8 +67,9 @@
 //!
 //! # Lock order
 //!
-//! An ancestor's core before a descendant's core, then a timer shard, then the driver's
-//! sleep lock, then the after-func pool's lock. No lock is ever taken in the other order.
+//! An ancestor's core before a descendant's core, a core before the shards of its spread,
+//! then a timer shard, then the driver's sleep lock, then the after-func pool's lock. No
+//! lock is ever taken in the other order, and none is taken while a spread's shard is held.
 //!
 //! # User code inside the tree, and its panics
 //!
@@ -85,6 +92,7 @@
 //! whoever prints it.
 
 mod after_pool;
+mod children;
 mod core;
 mod drop;
 mod slab;
@@ -100,9 +108,14 @@ use std::time::Instant;
 use crate::context::error::{Cause, Error};
 
 pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
+#[cfg(any(test, ctx_loom))]
+pub(in crate::context) use self::children::spread_now;
 pub(in crate::context) use self::core::{AfterFn, Core};
 #[cfg(test)]
-pub(in crate::context) use self::walk::{child_count, merge_count};
+pub(in crate::context) use self::{
+    children::{child_count, is_spread},
+    walk::merge_count,
+};
 
 /// A node whose value has been erased.
 pub(in crate::context) type NodeRef = Arc<Node<dyn Any + Send + Sync>>;

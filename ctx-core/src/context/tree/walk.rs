@@ -1,16 +1,18 @@
-//! The children list and the cancel walk.
+//! The cancel walk.
 //!
 //! `cancel` holds the lock of the core it cancels (the walk root) for the whole walk, as Go
 //! does, so when it returns every descendant is done (invariant 6). The walk uses no stack
-//! and allocates nothing: it pops a child, marks it done, and splices the child's children
-//! onto the root's own list (adoption, as tokio-util's tree does), until the list is empty.
-//! A cancel that finds its core already done waits for the walk that ended it.
+//! and allocates nothing: it moves the root's spread onto its own list, then pops a child,
+//! marks it done, and moves the child's children (its own list and its spread) onto the
+//! root's list (adoption, as tokio-util's tree does), until the list is empty. A cancel that
+//! finds its core already done waits for the walk that ended it.
 
 use std::panic::Location;
 use std::ptr;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use super::core::{Core, Inner, LIVE, Origin};
+use super::children::{adopt, pop, release, unlink};
+use super::core::{Core, LIVE, Origin};
 use super::{NodeRef, Panic};
 use crate::context::error::{Cause, Error};
 use crate::sync::lock;
@@ -51,24 +53,22 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
     let mut merges = Vec::new(); // allocates only if the subtree has merged contexts
     let replaced = core.finish(&mut inner, err, &origin, &mut panic, &mut merges);
     let root = Origin::Walk(core);
-    while let Some(child) = pop_child(&mut inner) {
-        // SAFETY: popped under our lock; the child cannot be freed before its `Drop` gets our
-        // lock (invariant 4), and we hold it until the end of this loop.
+    adopt(core, None, core, &mut inner); // the spread's children, now that we are done
+    while let Some(child) = pop(&mut inner) {
+        // SAFETY: popped under our lock; the child keeps us as its owner until `release`, so
+        // it cannot be freed before its `Drop` gets our lock (invariant 4).
         let child = unsafe { &*child };
         let mut child_inner = lock(&child.inner); // ancestor before descendant
-        if child.state.load(Relaxed) != LIVE {
-            // Ended by a walk rooted at `child` itself (it was in our list, so no other walk
-            // could pop it), which held this lock until its subtree was done (invariant 6).
-            continue;
+        if child.state.load(Relaxed) == LIVE {
+            // `Walk` origins replace no cause.
+            let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
+            // Adopt the grandchildren, once the child is done (so it takes no more).
+            adopt(child, Some(&mut child_inner), core, &mut inner);
         }
-        // `Walk` origins replace no cause.
-        let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
-        // Adopt the grandchildren: we now hold both their old and their new owner's locks.
-        while let Some(grandchild) = pop_child(&mut child_inner) {
-            // SAFETY: valid while we hold the child's lock (invariant 4); once pushed onto our
-            // list, while we hold ours.
-            push_child(core, &mut inner, unsafe { &*grandchild });
-        }
+        // Else ended by a walk rooted at `child` itself (it was in our list, so no other walk
+        // could pop it), which held this lock until its subtree was done (invariant 6).
+        drop(child_inner);
+        release(child);
     }
     // Merged contexts take this walk's error and cause (invariant 9).
     let forwarded = (!merges.is_empty()).then(|| {
@@ -130,84 +130,6 @@ fn wait_for_walk(core: &Core) {
     }
     // SAFETY: the walk root is `core` or an ancestor, alive while `core` is (invariant 3).
     drop(lock(&unsafe { &*root }.inner));
-}
-
-/// Removes `core` from its owner's list, if it is in one (invariants 2 and 3).
-pub(super) fn unlink(core: &Core) {
-    loop {
-        let owner = core.owner.load(Acquire);
-        if owner.is_null() {
-            return;
-        }
-        // SAFETY: by invariant 3 the owner is an ancestor, kept alive by our parent chain.
-        let owner_ref = unsafe { &*owner };
-        let mut inner = lock(&owner_ref.inner);
-        if core.owner.load(Relaxed) != owner {
-            continue; // adopted by another ancestor meanwhile; lock that one instead
-        }
-        if core.linked.load(Relaxed) {
-            remove_child(&mut inner, core);
-        }
-        return;
-    }
-}
-
-/// Pushes `child` at the head of `owner`'s list; caller holds `owner`'s lock (invariant 2).
-pub(super) fn push_child(owner: &Core, inner: &mut Inner, child: &Core) {
-    let head = inner.first_child;
-    child.prev.store(ptr::null_mut(), Relaxed);
-    child.next.store(head as *mut Core, Relaxed);
-    if !head.is_null() {
-        // SAFETY: `head` is in `owner`'s list, whose lock we hold (invariant 4).
-        unsafe { &*head }.prev.store(child.as_ptr(), Relaxed);
-    }
-    inner.first_child = child;
-    child.owner.store(owner.as_ptr(), Release);
-    child.linked.store(true, Relaxed);
-}
-
-/// Unlinks `child` from the list whose head is in `inner`; caller holds that owner's lock.
-fn remove_child(inner: &mut Inner, child: &Core) {
-    let prev = child.prev.load(Relaxed);
-    let next = child.next.load(Relaxed);
-    if prev.is_null() {
-        inner.first_child = next;
-    } else {
-        // SAFETY: `prev` is in the same list, whose lock the caller holds (invariant 4).
-        unsafe { &*prev }.next.store(next, Relaxed);
-    }
-    if !next.is_null() {
-        // SAFETY: as above.
-        unsafe { &*next }.prev.store(prev, Relaxed);
-    }
-    child.prev.store(ptr::null_mut(), Relaxed);
-    child.next.store(ptr::null_mut(), Relaxed);
-    child.linked.store(false, Relaxed);
-}
-
-/// Pops the head of the list in `inner`; caller holds that owner's lock, and the returned
-/// core stays valid until the caller releases it (invariant 4).
-fn pop_child(inner: &mut Inner) -> Option<*const Core> {
-    let head = inner.first_child;
-    if head.is_null() {
-        return None;
-    }
-    // SAFETY: `head` is in the list and the caller holds the owner's lock (invariant 4).
-    remove_child(inner, unsafe { &*head });
-    Some(head)
-}
-
-#[cfg(test)]
-pub(in crate::context) fn child_count(core: &Core) -> usize {
-    let inner = lock(&core.inner);
-    let mut n = 0;
-    let mut cur = inner.first_child;
-    while !cur.is_null() {
-        n += 1;
-        // SAFETY: we hold the owner's lock (invariant 4).
-        cur = unsafe { &*cur }.next.load(Relaxed);
-    }
-    n
 }
 
 #[cfg(test)]

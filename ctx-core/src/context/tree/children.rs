@@ -1,0 +1,346 @@
+//! The lists of children: a core's own list, and, once derivations from it contend, its
+//! *spread*: one list per group of threads, each under a lock of its own on cache lines of
+//! its own, so that threads deriving from (and dropping children of) one shared parent, a
+//! server's root under concurrent requests, do not all queue on the parent's lock.
+//!
+//! A child is linked in at most one list, which `Core::owner` names (an [`Owner`]): null when
+//! it is in none. The lists are intrusive and doubly linked (`Core::prev`, `Core::next`); a
+//! child's links and `owner` are read and written only under the lock of the list that owns
+//! it (invariant 2): the core's own lock for its own list, the shard's lock for a shard.
+//!
+//! # The spread
+//!
+//! A core gets its spread the first time a derivation finds its lock taken, and keeps it
+//! until it is freed (a `Box` of [`SHARDS`] shards, one allocation per contended parent,
+//! never one per derivation). The spread is installed under the core's own lock, after
+//! checking the core is live: so the walk that ends the core, which reads the spread under
+//! that lock once the core is done, always sees it (or it never comes). Later derivations
+//! push into their thread's shard: under the shard's lock they check the core is still live,
+//! and the walk takes every shard's lock (after marking the core done) to adopt what is
+//! there; so a child pushed into a shard is either adopted by the walk or born done
+//! (invariant 5 holds for the shards too).
+//!
+//! # Lock order
+//!
+//! A core's own lock before its shards' locks; a shard's lock is never held while another
+//! lock is taken.
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use super::core::{Core, Inner};
+use crate::sync::{Mutex, lock};
+
+/// Shards in a spread: threads are dealt to them in turn.
+pub(super) const SHARDS: usize = if cfg!(ctx_loom) { 2 } else { 8 };
+
+/// The head of an intrusive list of children.
+pub(super) struct List(*const Core);
+
+// SAFETY: the list's cores are only dereferenced under the lock that guards the list
+// (invariants 2 and 4); the pointer itself is plain data.
+unsafe impl Send for List {}
+
+impl List {
+    pub(super) const EMPTY: List = List(ptr::null());
+
+    /// Pushes `child` at the head; the caller holds the list's lock and sets `child.owner`.
+    fn push(&mut self, child: &Core) {
+        let head = self.0;
+        child.prev.store(ptr::null_mut(), Relaxed);
+        child.next.store(head as *mut Core, Relaxed);
+        if !head.is_null() {
+            // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
+            unsafe { &*head }.prev.store(child.as_ptr(), Relaxed);
+        }
+        self.0 = child;
+    }
+
+    /// Unlinks `child`, which is in this list; the caller holds the list's lock and keeps
+    /// or clears `child.owner`.
+    fn remove(&mut self, child: &Core) {
+        let prev = child.prev.load(Relaxed);
+        let next = child.next.load(Relaxed);
+        if prev.is_null() {
+            self.0 = next;
+        } else {
+            // SAFETY: `prev` is in the same list, whose lock the caller holds (invariant 4).
+            unsafe { &*prev }.next.store(next, Relaxed);
+        }
+        if !next.is_null() {
+            // SAFETY: as above.
+            unsafe { &*next }.prev.store(prev, Relaxed);
+        }
+        child.prev.store(ptr::null_mut(), Relaxed);
+        child.next.store(ptr::null_mut(), Relaxed);
+    }
+
+    /// Unlinks the head, leaving its `owner` as it is (see [`pop`]).
+    fn pop(&mut self) -> Option<*const Core> {
+        let head = self.0;
+        if head.is_null() {
+            return None;
+        }
+        // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
+        self.remove(unsafe { &*head });
+        Some(head)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let mut n = 0;
+        let mut cur = self.0;
+        while !cur.is_null() {
+            n += 1;
+            // SAFETY: the caller holds the list's lock (invariant 4).
+            cur = unsafe { &*cur }.next.load(Relaxed);
+        }
+        n
+    }
+}
+
+/// One list of a spread, alone on its cache lines.
+#[repr(align(128))]
+pub(super) struct Shard {
+    list: Mutex<List>,
+}
+
+/// A core's shards (see the module docs).
+pub(super) struct Spread {
+    shards: [Shard; SHARDS],
+}
+
+impl Spread {
+    fn new() -> Spread {
+        Spread {
+            shards: std::array::from_fn(|_| Shard {
+                list: Mutex::new(List::EMPTY),
+            }),
+        }
+    }
+
+    /// This thread's shard.
+    fn mine(&self) -> &Shard {
+        crate::sync::thread_local! {
+            #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! has no const form")]
+            static MINE: Cell<usize> = Cell::new(usize::MAX);
+        }
+        // Deals threads out in turn; orders nothing. (loom's, reset for each execution, so
+        // a model is deterministic.)
+        #[cfg(not(ctx_loom))]
+        static DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+        #[cfg(ctx_loom)]
+        loom::lazy_static! {
+            static ref DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+        }
+        let index = MINE.with(|mine| {
+            if mine.get() == usize::MAX {
+                mine.set(DEALT.fetch_add(1, Relaxed) % SHARDS);
+            }
+            mine.get()
+        });
+        &self.shards[index]
+    }
+}
+
+/// The list a child is linked in, encoded in `Core::owner` (a shard's address is tagged in
+/// its lowest bit; both are aligned).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The core's own list, in its `Inner`, under its own lock.
+    Core(*const Core),
+    /// A shard of the core's spread, under the shard's lock.
+    Shard(*const Shard),
+}
+
+impl Owner {
+    fn encode(self) -> *mut () {
+        match self {
+            Owner::Core(core) => core.cast_mut().cast(),
+            Owner::Shard(shard) => shard.cast_mut().cast::<()>().map_addr(|addr| addr | 1),
+        }
+    }
+
+    fn decode(encoded: *mut ()) -> Option<Owner> {
+        if encoded.is_null() {
+            None
+        } else if encoded.addr() & 1 == 1 {
+            Some(Owner::Shard(encoded.map_addr(|addr| addr & !1).cast()))
+        } else {
+            Some(Owner::Core(encoded.cast()))
+        }
+    }
+}
+
+impl Core {
+    /// Links a new child core under `self`, or, if `self` is done, makes the child done with
+    /// the same error and cause (invariant 5). The child is not yet shared.
+    pub(super) fn attach(&self, child: &Core) {
+        if self.err().is_none() {
+            let spread = self.spread.load(Acquire);
+            let linked = if spread.is_null() {
+                self.attach_own(child)
+            } else {
+                // SAFETY: a spread lives as long as its core (freed in `Core::drop`).
+                attach_shard(self, unsafe { &*spread }.mine(), child)
+            };
+            if linked {
+                return;
+            }
+        }
+        let err = self.err().expect("a core that refused a child is done");
+        child.born_done(err, self.walk_root());
+    }
+
+    /// Links `child` in this core's own list; if that lock is contended, gives the core its
+    /// spread for the derivations to come. False if the core is done.
+    fn attach_own(&self, child: &Core) -> bool {
+        let (mut inner, contended) = match self.inner.try_lock() {
+            Ok(inner) => (inner, false),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
+            Err(std::sync::TryLockError::WouldBlock) => (lock(&self.inner), true),
+        };
+        if self.is_done() {
+            return false;
+        }
+        if contended {
+            install_spread(self);
+        }
+        link(self, &mut inner, child);
+        true
+    }
+}
+
+/// Gives `core` its spread, if it has none yet; the caller holds its lock and saw it live,
+/// so the walk that ends it sees the spread (module docs).
+fn install_spread(core: &Core) {
+    if core.spread.load(Relaxed).is_null() {
+        core.spread
+            .store(Box::into_raw(Box::new(Spread::new())), Release);
+    }
+}
+
+/// Links `child` in `shard` of `parent`'s spread, unless `parent` is done (checked under the
+/// shard's lock: the walk adopts a shard's children under that lock, after marking the core
+/// done).
+fn attach_shard(parent: &Core, shard: &Shard, child: &Core) -> bool {
+    let mut list = lock(&shard.list);
+    if parent.is_done() {
+        return false;
+    }
+    list.push(child);
+    child.owner.store(Owner::Shard(shard).encode(), Release);
+    true
+}
+
+/// Pushes `child` onto `owner`'s own list; the caller holds `owner`'s lock (invariant 2).
+pub(super) fn link(owner: &Core, inner: &mut Inner, child: &Core) {
+    inner.children.push(child);
+    child.owner.store(Owner::Core(owner).encode(), Release);
+}
+
+/// Removes `core` from the list it is linked in, if any (invariants 2 and 3).
+pub(super) fn unlink(core: &Core) {
+    loop {
+        let encoded = core.owner.load(Acquire);
+        // Whichever list, its lock is taken, and `owner` re-read under it: an ancestor's walk
+        // may have moved us meanwhile (it holds the old and the new list's locks to do so).
+        let removed = |list: &mut List| {
+            let still = core.owner.load(Relaxed) == encoded;
+            if still {
+                list.remove(core);
+                core.owner.store(ptr::null_mut(), Relaxed);
+            }
+            still
+        };
+        let done = match Owner::decode(encoded) {
+            None => return,
+            // SAFETY: by invariant 3 the owner is an ancestor (or its spread), kept alive by
+            // our parent chain.
+            Some(Owner::Core(owner)) => removed(&mut lock(&unsafe { &*owner }.inner).children),
+            // SAFETY: as above.
+            Some(Owner::Shard(shard)) => removed(&mut lock(&unsafe { &*shard }.list)),
+        };
+        if done {
+            return;
+        }
+    }
+}
+
+/// Pops the head of `inner`'s own list for the walk, which holds that lock until it is done
+/// with the child and then calls [`release`]: until then the child keeps its `owner`, so a
+/// concurrent `unlink` of it waits for our lock (and the child's memory stays valid,
+/// invariant 4).
+pub(super) fn pop(inner: &mut Inner) -> Option<*const Core> {
+    inner.children.pop()
+}
+
+/// Marks a popped child as in no list: its `unlink` returns at once from now on, and it may
+/// be freed right after, so this is the walk's last access to it.
+pub(super) fn release(child: &Core) {
+    child.owner.store(ptr::null_mut(), Release);
+}
+
+/// Moves every child of `from` (a done core: its own list, then its spread) onto `to`'s
+/// own list; the caller holds `to`'s lock and, unless `from` is `to`, `from`'s lock, so both
+/// the old and the new list's locks are held for each move (invariant 2).
+pub(super) fn adopt(from: &Core, from_own: Option<&mut Inner>, to: &Core, to_inner: &mut Inner) {
+    if let Some(from_inner) = from_own {
+        move_all(&mut from_inner.children, to, to_inner);
+    }
+    let spread = from.spread.load(Acquire);
+    if !spread.is_null() {
+        // SAFETY: a spread lives as long as its core, which the caller holds alive.
+        for shard in &unsafe { &*spread }.shards {
+            move_all(&mut lock(&shard.list), to, to_inner);
+        }
+    }
+}
+
+fn move_all(list: &mut List, to: &Core, to_inner: &mut Inner) {
+    while let Some(child) = list.pop() {
+        // SAFETY: valid while we hold the old list's lock (invariant 4); once pushed onto
+        // `to`'s list, while we hold `to`'s. `owner` goes straight from old to new, never
+        // null, so an `unlink` of the child never skips our locks.
+        link(to, to_inner, unsafe { &*child });
+    }
+}
+
+/// Frees a core's spread, if it has one (its lists are empty: its children, which keep it
+/// alive, are gone).
+pub(super) fn free_spread(core: &mut Core) {
+    let spread = core.spread.load(Relaxed);
+    if !spread.is_null() {
+        // SAFETY: made by `Box::into_raw` in `install_spread`; `&mut`: no one else can reach it.
+        drop(unsafe { Box::from_raw(spread) });
+    }
+}
+
+/// Gives `core` its spread now, as a contended derivation would (tests and loom models of
+/// the spread's races).
+#[cfg(any(test, ctx_loom))]
+pub(in crate::context) fn spread_now(core: &Core) {
+    let _inner = lock(&core.inner);
+    if !core.is_done() {
+        install_spread(core);
+    }
+}
+
+#[cfg(test)]
+pub(in crate::context) fn child_count(core: &Core) -> usize {
+    let own = lock(&core.inner).children.len();
+    let spread = core.spread.load(Acquire);
+    if spread.is_null() {
+        return own;
+    }
+    // SAFETY: a spread lives as long as its core.
+    let shards = &unsafe { &*spread }.shards;
+    own + shards.iter().map(|s| lock(&s.list).len()).sum::<usize>()
+}
+
+/// Whether `core` has a spread (for tests of the contended path).
+#[cfg(test)]
+pub(in crate::context) fn is_spread(core: &Core) -> bool {
+    !core.spread.load(Acquire).is_null()
+}
