@@ -1,3 +1,246 @@
-//! (being written)
+//! Exactly `ITERS` operations of one single-threaded go-parity row, for instruction counts
+//! under callgrind: wall time on a busy 2-core machine swings from run to run, instructions
+//! retired do not.
+//!
+//! ```text
+//! instructions ROW ITERS     run ITERS operations of ROW, then exit
+//! instructions list          print the row ids, one a line
+//! ```
+//!
+//! Row ids are `go_parity.rs`'s criterion ids (`CancelTree/depth=10/Root=ClosedCanceler`,
+//! `tokio_util/CancelTree/depth=10/Root=ClosedCanceler`, `CheckCanceled/Err`,
+//! `DeepValueSameGoRoutine/depth=10`, …), and each operation is the same work as that
+//! row's `b.iter` closure there (copied below; keep them in step), its result passed
+//! through `black_box` as criterion does. Setup (the cancelled context, the value chain)
+//! happens once, before the loop, and process start-up and exit come on top, so a single
+//! run's count is not the cost of an operation: `benches/paired --instructions` runs each
+//! row at two iteration counts and divides the difference in instructions by the
+//! difference in operations, which cancels everything but the per-operation work.
+//!
+//! Only single-threaded rows are here: the `RunParallel` ones measure contention, which an
+//! instruction count under callgrind (it serialises threads) cannot see. Unknown arguments
+//! starting with `--` (cargo passes `--bench`) are ignored.
 
-fn main() {}
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use ctx_core::{CancelScope, Context, ContextKey};
+use futures::FutureExt as _;
+use tokio_util::sync::CancellationToken;
+
+// --- copied from go_parity.rs ---------------------------------------------------------
+
+fn build_context_tree(root: &Context, depth: usize, chain: &mut Vec<CancelScope>) {
+    let mut next = root.with_cancel();
+    for _ in 1..depth {
+        let child = next.with_cancel();
+        chain.push(next);
+        next = child;
+    }
+    chain.push(next);
+}
+
+fn drop_tree(chain: &mut Vec<CancelScope>) {
+    while let Some(scope) = chain.pop() {
+        drop(scope);
+    }
+}
+
+fn build_token_tree(
+    root: Option<&CancellationToken>,
+    depth: usize,
+    chain: &mut Vec<CancellationToken>,
+) {
+    chain.push(root.map_or_else(CancellationToken::new, CancellationToken::child_token));
+    for _ in 1..depth {
+        let child = chain.last().expect("just pushed").child_token();
+        chain.push(child);
+    }
+}
+
+fn drop_token_tree(chain: &mut Vec<CancellationToken>) {
+    while let Some(token) = chain.pop() {
+        drop(token);
+    }
+}
+
+struct Depth(#[allow(dead_code)] usize);
+
+impl ContextKey for Depth {
+    const NAME: &'static str = "Depth";
+}
+
+struct Missing;
+
+impl ContextKey for Missing {
+    const NAME: &'static str = "Missing";
+}
+
+const DEEP_VALUE_DEPTHS: [usize; 5] = [10, 20, 30, 50, 100];
+
+fn value_chain(depth: usize) -> Context {
+    (0..depth).fold(Context::background(), |ctx, i| ctx.with_value(Depth(i)))
+}
+
+// --------------------------------------------------------------------------------------
+
+const DEPTHS: [usize; 4] = [1, 10, 100, 1000];
+const ROOTS: [&str; 3] = ["Background", "OpenCanceler", "ClosedCanceler"];
+
+/// Every row id, in go_parity.rs's order.
+fn rows() -> Vec<String> {
+    let mut rows = Vec::new();
+    for prefix in ["", "tokio_util/"] {
+        for depth in DEPTHS {
+            for root in ROOTS {
+                rows.push(format!("{prefix}CancelTree/depth={depth}/Root={root}"));
+            }
+        }
+    }
+    for prefix in ["", "tokio_util/"] {
+        for check in ["Err", "Done"] {
+            rows.push(format!("{prefix}CheckCanceled/{check}"));
+        }
+    }
+    for depth in DEEP_VALUE_DEPTHS {
+        rows.push(format!("DeepValueSameGoRoutine/depth={depth}"));
+    }
+    rows
+}
+
+/// Criterion's `b.iter` for `iters` operations: the routine's result goes through
+/// `black_box`.
+fn iterate<T>(iters: u64, mut op: impl FnMut() -> T) {
+    for _ in 0..iters {
+        black_box(op());
+    }
+}
+
+fn cancel_tree(root: &str, depth: usize, iters: u64) {
+    let mut chain = Vec::with_capacity(depth);
+    match root {
+        "Background" => iterate(iters, || {
+            build_context_tree(&Context::background(), depth, &mut chain);
+            drop_tree(&mut chain);
+        }),
+        "OpenCanceler" => iterate(iters, || {
+            let root = Context::background().with_cancel();
+            build_context_tree(&root, depth, &mut chain);
+            root.cancel();
+            drop_tree(&mut chain);
+        }),
+        _ => iterate(iters, || {
+            let (ctx, cancel) = Context::background().with_cancel().into_parts();
+            cancel.cancel();
+            build_context_tree(&ctx, depth, &mut chain);
+            drop_tree(&mut chain);
+        }),
+    }
+}
+
+fn token_cancel_tree(root: &str, depth: usize, iters: u64) {
+    let mut chain = Vec::with_capacity(depth);
+    match root {
+        "Background" => iterate(iters, || {
+            build_token_tree(None, depth, &mut chain);
+            drop_token_tree(&mut chain);
+        }),
+        "OpenCanceler" => iterate(iters, || {
+            let root = CancellationToken::new();
+            build_token_tree(Some(&root), depth, &mut chain);
+            root.cancel();
+            drop_token_tree(&mut chain);
+        }),
+        _ => iterate(iters, || {
+            let root = CancellationToken::new();
+            root.cancel();
+            build_token_tree(Some(&root), depth, &mut chain);
+            drop_token_tree(&mut chain);
+        }),
+    }
+}
+
+fn check_canceled(check: &str, iters: u64) {
+    let (ctx, cancel) = Context::background().with_cancel().into_parts();
+    cancel.cancel();
+    match check {
+        "Err" => iterate(iters, || black_box(&ctx).err()),
+        _ => iterate(iters, || black_box(&ctx).done().now_or_never()),
+    }
+}
+
+fn token_check_canceled(check: &str, iters: u64) {
+    let token = CancellationToken::new();
+    token.cancel();
+    match check {
+        "Err" => iterate(iters, || black_box(&token).is_cancelled()),
+        _ => iterate(iters, || black_box(&token).cancelled().now_or_never()),
+    }
+}
+
+fn deep_value_same_go_routine(depth: usize, iters: u64) {
+    let ctx = value_chain(depth);
+    iterate(iters, || black_box(&ctx).value::<Missing>().is_none());
+}
+
+/// Runs `iters` operations of `row`; `false` if there is no such row.
+fn run(row: &str, iters: u64) -> bool {
+    if !rows().iter().any(|r| r == row) {
+        return false;
+    }
+    let (tokio_util, row) = match row.strip_prefix("tokio_util/") {
+        Some(rest) => (true, rest),
+        None => (false, row),
+    };
+    let parts: Vec<&str> = row.split('/').collect();
+    let number = |part: &str| -> usize {
+        let digits = part.rsplit('=').next().unwrap_or_default();
+        digits.parse().expect("listed rows have numeric depths")
+    };
+    match (parts.as_slice(), tokio_util) {
+        (["CancelTree", depth, root], false) => {
+            cancel_tree(root.trim_start_matches("Root="), number(depth), iters)
+        }
+        (["CancelTree", depth, root], true) => {
+            token_cancel_tree(root.trim_start_matches("Root="), number(depth), iters)
+        }
+        (["CheckCanceled", check], false) => check_canceled(check, iters),
+        (["CheckCanceled", check], true) => token_check_canceled(check, iters),
+        (["DeepValueSameGoRoutine", depth], false) => {
+            deep_value_same_go_routine(number(depth), iters)
+        }
+        _ => unreachable!("every listed row is handled"),
+    }
+    true
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args.as_slice() {
+        [list] if list == "list" => {
+            for row in rows() {
+                println!("{row}");
+            }
+            ExitCode::SUCCESS
+        }
+        [row, iters] => {
+            let Ok(iters) = iters.parse::<u64>() else {
+                eprintln!("instructions: ITERS must be a whole number, got {iters:?}");
+                return ExitCode::from(2);
+            };
+            if run(row, iters) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("instructions: no row {row:?} (`instructions list` prints them)");
+                ExitCode::from(2)
+            }
+        }
+        _ => {
+            eprintln!("usage: instructions ROW ITERS | instructions list");
+            ExitCode::from(2)
+        }
+    }
+}
