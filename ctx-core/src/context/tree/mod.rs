@@ -251,15 +251,17 @@ impl Link {
     fn derive<V: Send + Sync + 'static>(
         &self,
         keys: u64,
-        kind: Kind,
+        kind: impl FnOnce() -> Kind,
         value: V,
         created: &'static Location<'static>,
     ) -> Link {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
-        let node: NodeRef = Arc::new(Node {
+        // `new_cyclic` allocates first and builds the node in place (`Arc::new` builds it on
+        // the stack and copies it over: a measured tenth of a derivation).
+        let node: NodeRef = Arc::new_cyclic(|_| Node {
             parent: self.clone(),
             keys,
-            kind,
+            kind: kind(),
             #[cfg(feature = "debug-tree")]
             debug: super::debug::Registration::new(created),
             value,
@@ -279,8 +281,8 @@ impl Link {
         created: &'static Location<'static>,
     ) -> Link {
         let effective = own.map(|(at, _)| at).or_else(|| self.deadline());
-        let core = Core::new(effective, own.is_some(), own.and(cause), created);
-        let child = self.derive(self.keys(), Kind::Cancel(core), (), created);
+        let core = || Kind::Cancel(Core::new(effective, own.is_some(), own.and(cause), created));
+        let child = self.derive(self.keys(), core, (), created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -315,7 +317,7 @@ impl Link {
             watch: crate::sync::AtomicUsize::new(NO_WATCH),
         };
         let kind = Kind::Merge(Core::new(deadline, false, None, created));
-        let child = self.derive(self.keys() | other.keys(), kind, merged, created);
+        let child = self.derive(self.keys() | other.keys(), || kind, merged, created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -353,14 +355,14 @@ impl Link {
     ) -> Link {
         let core = self.core().map(|core| CorePtr(ptr::NonNull::from(core)));
         let kind = Kind::Value { key, name, core };
-        self.derive(self.keys() | key_bit, kind, value, created)
+        self.derive(self.keys() | key_bit, || kind, value, created)
     }
 
     pub(in crate::context) fn derive_without_cancel(
         &self,
         created: &'static Location<'static>,
     ) -> Link {
-        self.derive(self.keys(), Kind::WithoutCancel, (), created)
+        self.derive(self.keys(), || Kind::WithoutCancel, (), created)
     }
 
     pub(in crate::context) fn deadline(&self) -> Option<Instant> {
