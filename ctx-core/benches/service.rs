@@ -1,3 +1,412 @@
-//! (being written)
+//! Service-level costs, each row against what a tokio user would pick instead.
+//!
+//! - **`Group` vs `JoinSet`** (`service/group_spawn_join_10k`, `service/joinset_spawn_join_10k`):
+//!   from inside a task on a 2-worker multi-thread runtime, spawn 10,000 trivial tasks and
+//!   join them all, with ctx's [`Group`] (`spawn` + `wait`) and with `tokio::task::JoinSet`
+//!   (`spawn` + `join_next` until empty). Goal: `Group` ≤ 1.1× `JoinSet`.
+//! - **`with_timeout` vs `tokio::time::timeout`** (`service/with_timeout_100k`,
+//!   `service/tokio_timeout_100k`, and `service/tokio_timeout_boxed_100k` for reference):
+//!   100,000 one-minute timeouts armed, all alive at once, then disarmed by dropping them.
+//!   See [`timeouts`] for what each side does. Goal: ours ≤ 1× tokio's (the in-place row).
+//! - **A checkpoint in a hot loop** (`service/checkpoint_loop_1k/*`): 1,000 iterations of a
+//!   small body (a few arithmetic operations on `black_box`'d data, a few ns) with no check
+//!   (`plain`), with `ctx.checkpoint()?` each iteration (`checkpoint`), with `if
+//!   ctx.is_cancelled()` (`is_cancelled`), and as a `#[cancellable]` fn, whose macro puts a
+//!   checkpoint at the top of the loop body and derives a child context once per call
+//!   (`cancellable`). Goal: ≤ 5% over `plain`.
+//!
+//! Memory: on glibc the bench first tells `malloc` to keep freed memory, as in `scaling`.
+//! By default glibc returns the pages of 100,000 freed contexts to the OS at the end of
+//! every iteration and the next one faults them in again, so the `with_timeout` row would
+//! time the kernel's page faults as much as ctx (the in-place tokio row allocates nothing
+//! and is not affected); a running service reuses its heap.
+//!
+//! After criterion's report, a statement gives each ratio (median of interleaved samples, so
+//! a slow stretch of a shared machine hits both sides alike) and whether its goal holds.
+//!
+//! Run: `cargo bench -p ctx-core --features tokio --bench service` (a filter that matches no
+//! benchmark, e.g. `-- statement`, prints the statement alone).
 
-fn main() {}
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use ctx_core::{CancelScope, Context, Error, Group, cancellable};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use tokio::time::Timeout;
+
+const TASKS: usize = 10_000;
+const TIMEOUTS: usize = 100_000;
+const TIMEOUT: Duration = Duration::from_secs(60);
+const LOOP: usize = 1_000;
+
+/// The runtime a service would run on this machine: multi-thread, 2 workers, timers on.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
+}
+
+// ---------------------------------------------------------------------------------------
+// Group vs JoinSet
+
+/// Spawns `TASKS` trivial tasks into a [`Group`] and waits for them all. Runs inside a task,
+/// as a request handler would (spawns go to the worker's local queue).
+async fn group_spawn_join() {
+    let group = Group::<Infallible>::new(Context::background());
+    for i in 0..TASKS {
+        group.spawn(async move {
+            black_box(i);
+            Ok(())
+        });
+    }
+    group.wait().await.expect("no task fails");
+}
+
+/// The same with `JoinSet`: spawn `TASKS` trivial tasks, `join_next` until it is empty.
+async fn joinset_spawn_join() {
+    let mut set = JoinSet::new();
+    for i in 0..TASKS {
+        set.spawn(async move {
+            black_box(i);
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.expect("no task panics");
+    }
+}
+
+/// Runs `job` once as a task on `rt` and waits for it.
+fn in_task<F: Future<Output = ()> + Send + 'static>(rt: &Runtime, job: F) {
+    rt.block_on(rt.spawn(job)).expect("the job task panicked");
+}
+
+fn group_vs_joinset(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("service");
+    group.throughput(Throughput::Elements(TASKS as u64));
+    group.bench_function("group_spawn_join_10k", |b| {
+        b.iter(|| in_task(&rt, group_spawn_join()))
+    });
+    group.bench_function("joinset_spawn_join_10k", |b| {
+        b.iter(|| in_task(&rt, joinset_spawn_join()))
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// with_timeout vs tokio::time::timeout
+
+/// What a user holds to time out an operation with tokio: a `Timeout` around it. The
+/// operation itself is a future that never finishes, so only the timer is measured.
+type TokioTimeout = Timeout<std::future::Pending<()>>;
+
+/// ctx: `TIMEOUTS` scopes `root.with_timeout(60 s)`, all alive at once in `scopes` (reused
+/// between iterations, so its buffer is allocated once and not timed), then all dropped.
+/// Each `with_timeout` reads the clock, allocates its node, and arms its deadline with ctx's
+/// timer driver; each drop cancels the scope, which disarms the deadline and frees the node.
+/// The driver thread never fires: nothing expires within the minute.
+fn ctx_timeouts(root: &Context, scopes: &mut Vec<CancelScope>) {
+    for _ in 0..TIMEOUTS {
+        scopes.push(root.with_timeout(TIMEOUT));
+    }
+    black_box(&*scopes);
+    scopes.clear();
+}
+
+/// tokio, in place: `TIMEOUTS` `tokio::time::timeout(60 s, pending())`, all alive at once in
+/// `timeouts` (reused, never reallocated while any element is pinned: its capacity is
+/// reserved up front), each polled once with a no-op waker, which is when tokio reads the
+/// clock and inserts the entry into its timer wheel; then all dropped, which removes each
+/// entry from the wheel. tokio's timer entry lives inside the `Timeout`, so this side makes
+/// no allocation per timeout, where ctx allocates a node: the strictest comparison.
+/// Must run inside the runtime's context (`Runtime::enter`).
+fn tokio_timeouts(timeouts: &mut Vec<TokioTimeout>) {
+    assert!(timeouts.is_empty() && timeouts.capacity() >= TIMEOUTS);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for _ in 0..TIMEOUTS {
+        timeouts.push(tokio::time::timeout(TIMEOUT, std::future::pending()));
+        let last = timeouts.last_mut().expect("just pushed");
+        // SAFETY: `last` is never moved again: the vector's capacity was reserved up front,
+        // so later pushes do not reallocate, and `clear` drops every element in place.
+        let pinned = unsafe { Pin::new_unchecked(last) };
+        assert!(pinned.poll(&mut cx).is_pending());
+    }
+    black_box(&*timeouts);
+    timeouts.clear();
+}
+
+/// tokio, boxed: the same, each `Timeout` in its own `Box::pin` (what code that keeps many
+/// timeouts alive without unsafe pinning does, e.g. in a `FuturesUnordered` or one per task):
+/// one allocation per timeout, as ctx's node.
+fn tokio_timeouts_boxed(timeouts: &mut Vec<Pin<Box<TokioTimeout>>>) {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for _ in 0..TIMEOUTS {
+        let mut timeout = Box::pin(tokio::time::timeout(TIMEOUT, std::future::pending()));
+        assert!(timeout.as_mut().poll(&mut cx).is_pending());
+        timeouts.push(timeout);
+    }
+    black_box(&*timeouts);
+    timeouts.clear();
+}
+
+fn timeouts(c: &mut Criterion) {
+    let rt = runtime();
+    let _entered = rt.enter(); // tokio's time driver for the tokio side
+    let root = Context::background();
+    let mut scopes = Vec::with_capacity(TIMEOUTS);
+    let mut in_place = Vec::with_capacity(TIMEOUTS);
+    let mut boxed = Vec::with_capacity(TIMEOUTS);
+    let mut group = c.benchmark_group("service");
+    group.throughput(Throughput::Elements(TIMEOUTS as u64));
+    group.bench_function("with_timeout_100k", |b| {
+        b.iter(|| ctx_timeouts(&root, &mut scopes))
+    });
+    group.bench_function("tokio_timeout_100k", |b| {
+        b.iter(|| tokio_timeouts(&mut in_place))
+    });
+    group.bench_function("tokio_timeout_boxed_100k", |b| {
+        b.iter(|| tokio_timeouts_boxed(&mut boxed))
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// A checkpoint in a hot loop
+
+/// The data the loops read: opaque to the optimizer.
+fn data() -> Vec<u64> {
+    (0..64u64)
+        .map(|i| black_box(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect()
+}
+
+/// The body: a few dependent arithmetic operations on one element (a few ns).
+#[inline(always)]
+fn step(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0xFF51_AFD7_ED55_8CCD).rotate_left(23) ^ (h >> 11)
+}
+
+fn loop_plain(data: &[u64], n: usize) -> Result<u64, Error> {
+    let mut h = 0u64;
+    for i in 0..n {
+        h = step(h, data[i % data.len()]);
+    }
+    Ok(h)
+}
+
+fn loop_checkpoint(ctx: &Context, data: &[u64], n: usize) -> Result<u64, Error> {
+    let mut h = 0u64;
+    for i in 0..n {
+        ctx.checkpoint()?;
+        h = step(h, data[i % data.len()]);
+    }
+    Ok(h)
+}
+
+fn loop_is_cancelled(ctx: &Context, data: &[u64], n: usize) -> Result<u64, Error> {
+    let mut h = 0u64;
+    for i in 0..n {
+        if ctx.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        h = step(h, data[i % data.len()]);
+    }
+    Ok(h)
+}
+
+/// `loop_plain` with the macro: a child of `ctx` for the call, a checkpoint per iteration.
+#[cancellable(checkpoints = "loops")]
+fn loop_cancellable(ctx: &Context, data: &[u64], n: usize) -> Result<u64, Error> {
+    let _ = ctx; // the derived child; the checkpoints the macro inserts use it
+    let mut h = 0u64;
+    for i in 0..n {
+        h = step(h, data[i % data.len()]);
+    }
+    Ok(h)
+}
+
+fn checkpoints(c: &mut Criterion) {
+    let scope = Context::background().with_cancel();
+    let ctx = scope.context();
+    let data = data();
+    let data = &data[..];
+    let mut group = c.benchmark_group("service/checkpoint_loop_1k");
+    group.throughput(Throughput::Elements(LOOP as u64));
+    group.bench_function(BenchmarkId::from_parameter("plain"), |b| {
+        b.iter(|| loop_plain(data, black_box(LOOP)))
+    });
+    group.bench_function(BenchmarkId::from_parameter("checkpoint"), |b| {
+        b.iter(|| loop_checkpoint(ctx, data, black_box(LOOP)))
+    });
+    group.bench_function(BenchmarkId::from_parameter("is_cancelled"), |b| {
+        b.iter(|| loop_is_cancelled(ctx, data, black_box(LOOP)))
+    });
+    group.bench_function(BenchmarkId::from_parameter("cancellable"), |b| {
+        b.iter(|| loop_cancellable(ctx, data, black_box(LOOP)))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = group_vs_joinset, timeouts, checkpoints
+}
+
+// ---------------------------------------------------------------------------------------
+// The statement
+
+/// Median time of one run of each of `runs`, over `samples` interleaved rounds after one
+/// warm-up round.
+fn medians<const N: usize>(samples: usize, runs: [&mut dyn FnMut(); N]) -> [Duration; N] {
+    let mut runs = runs;
+    let mut times = [(); N].map(|()| Vec::with_capacity(samples));
+    for round in 0..=samples {
+        for (which, run) in runs.iter_mut().enumerate() {
+            let started = Instant::now();
+            run();
+            let took = started.elapsed();
+            if round > 0 {
+                times[which].push(took);
+            }
+        }
+    }
+    times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    })
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn statement(kept: bool) {
+    println!(
+        "\nservice: the statement (medians of interleaved samples; allocator: {})",
+        if kept {
+            "glibc, keeping freed memory"
+        } else {
+            "default"
+        }
+    );
+
+    let rt = runtime();
+    let [ours, theirs] = medians(
+        31,
+        [&mut || in_task(&rt, group_spawn_join()), &mut || {
+            in_task(&rt, joinset_spawn_join())
+        }],
+    );
+    let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+    println!(
+        "  spawn + join 10k tasks: Group {ours:.2?}, JoinSet {theirs:.2?}: {ratio:.3}x; \
+         goal <= 1.1x: {}",
+        verdict(ratio <= 1.1)
+    );
+
+    {
+        let _entered = rt.enter();
+        let root = Context::background();
+        let mut scopes = Vec::with_capacity(TIMEOUTS);
+        let mut in_place = Vec::with_capacity(TIMEOUTS);
+        let mut boxed = Vec::with_capacity(TIMEOUTS);
+        let [ours, theirs, theirs_boxed] = medians(
+            15,
+            [
+                &mut || ctx_timeouts(&root, &mut scopes),
+                &mut || tokio_timeouts(&mut in_place),
+                &mut || tokio_timeouts_boxed(&mut boxed),
+            ],
+        );
+        let per = |d: Duration| d.as_nanos() as f64 / TIMEOUTS as f64;
+        let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+        println!(
+            "  arm + disarm 100k timeouts: with_timeout {:.1} ns each, tokio::time::timeout \
+             {:.1} ns ({:.1} ns boxed): {ratio:.3}x ({:.3}x vs boxed); goal <= 1x: {}",
+            per(ours),
+            per(theirs),
+            per(theirs_boxed),
+            ours.as_secs_f64() / theirs_boxed.as_secs_f64(),
+            verdict(ratio <= 1.0)
+        );
+    }
+    drop(rt);
+
+    let scope = Context::background().with_cancel();
+    let ctx = scope.context();
+    let data = data();
+    let data = &data[..];
+    // One sample: 100 loops of 1,000 iterations (a single loop is too short to time alone).
+    let reps = |f: &dyn Fn() -> Result<u64, Error>| {
+        for _ in 0..100 {
+            let _ = black_box(f());
+        }
+    };
+    let [plain, checkpoint, is_cancelled, macro_] = medians(
+        101,
+        [
+            &mut || reps(&|| loop_plain(data, black_box(LOOP))),
+            &mut || reps(&|| loop_checkpoint(ctx, data, black_box(LOOP))),
+            &mut || reps(&|| loop_is_cancelled(ctx, data, black_box(LOOP))),
+            &mut || reps(&|| loop_cancellable(ctx, data, black_box(LOOP))),
+        ],
+    );
+    let per = |d: Duration| d.as_nanos() as f64 / (100 * LOOP) as f64;
+    let pct = |d: Duration| (d.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0;
+    println!(
+        "  1k-iteration loop, {:.2} ns body: checkpoint()? {:.2} ns/iter ({:+.1}%), \
+         is_cancelled() {:.2} ({:+.1}%); goal <= 5%: {}",
+        per(plain),
+        per(checkpoint),
+        pct(checkpoint),
+        per(is_cancelled),
+        pct(is_cancelled),
+        verdict(pct(checkpoint).max(pct(is_cancelled)) <= 5.0)
+    );
+    println!(
+        "  the same as #[cancellable]: {:.2} ns/iter ({:+.1}%; about {:.0} ns per call over \
+         the hand-written checkpoint: the call's with_cancel, enter and drop); goal <= 5%: {}",
+        per(macro_),
+        pct(macro_),
+        (per(macro_) - per(checkpoint)) * LOOP as f64,
+        verdict(pct(macro_) <= 5.0)
+    );
+}
+
+/// Tells glibc's `malloc` to keep what is freed (see the module docs). False elsewhere.
+fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in
+        // `main`, before any other thread exists, with documented parameters.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
+                && libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+fn main() {
+    let kept = keep_freed_memory();
+    let listing = std::env::args().any(|arg| arg == "--list" || arg == "--test");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if !listing {
+        statement(kept);
+    }
+}
