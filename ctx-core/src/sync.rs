@@ -8,7 +8,7 @@
 #[cfg(ctx_loom)]
 pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
 };
 #[cfg(ctx_loom)]
 pub(crate) use loom::{thread, thread_local};
@@ -16,7 +16,7 @@ pub(crate) use loom::{thread, thread_local};
 #[cfg(not(ctx_loom))]
 pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
 };
 #[cfg(not(ctx_loom))]
 pub(crate) use std::{thread, thread_local};
@@ -26,12 +26,5 @@ pub(crate) use std::{thread, thread_local};
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The data of a mutex one owns outright (no lock needed), ignoring poison likewise.
-pub(crate) fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
-    mutex
-        .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::tree::{Kind, Link, Node, NodeRef};
+use super::tree::{Kind, Link, Node, NodeRef, Root};
 use crate::sync::lock;
 
 type ErasedNode = Node<dyn std::any::Any + Send + Sync>;
@@ -220,16 +220,16 @@ fn entry_of(node: &ErasedNode, taken: Instant) -> Entry {
 
 fn kind_of(node: &ErasedNode) -> String {
     let root = match &node.parent {
-        Link::Todo => "context.TODO.",
-        Link::Background => "context.Background.",
+        Link::Root(Root::Todo) => "context.TODO.",
+        Link::Root(Root::Background) => "context.Background.",
         Link::Node(_) => "",
     };
     let kind = match &node.kind {
+        Kind::Cancel(core) if core.merged => "Merge".to_string(),
         Kind::Cancel(core) if core.own_deadline().is_some() => "WithDeadline".to_string(),
         Kind::Cancel(_) => "WithCancel".to_string(),
         Kind::Value { name, .. } => format!("WithValue({name})"),
         Kind::WithoutCancel => "WithoutCancel".to_string(),
-        Kind::Merge(_) => "Merge".to_string(),
     };
     format!("{root}{kind}")
 }

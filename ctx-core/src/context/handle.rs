@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::{Cause, Error};
 use crate::context::key::{ContextKey, summary_bit};
 use crate::context::scope::CancelScope;
-use crate::context::tree::{Core, Kind, Link};
+use crate::context::tree::{Core, Kind, Link, Root};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -68,14 +68,16 @@ impl Context {
     /// ```
     pub const fn background() -> Context {
         Context {
-            link: Link::Background,
+            link: Link::Root(Root::Background),
         }
     }
 
     /// Like [`background`](Context::background), but says "the right context is not
     /// plumbed here yet"; searchable, and shown as `context.TODO`. Go's `context.TODO()`.
     pub const fn todo() -> Context {
-        Context { link: Link::Todo }
+        Context {
+            link: Link::Root(Root::Todo),
+        }
     }
 
     /// Whether this handle is the only reference to its node (so no one can observe it).
@@ -399,7 +401,7 @@ fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Optio
             Kind::Value { key, .. } if *key == wanted => {
                 return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
             }
-            Kind::Merge(_) => {
+            Kind::Cancel(core) if core.merged => {
                 if let Some(merged) = node.merged() {
                     if let Some(found) = find_value(&node.parent, wanted) {
                         return Some(found);
@@ -435,11 +437,21 @@ impl fmt::Display for Context {
             link = &node.parent;
         }
         f.write_str(match link {
-            Link::Todo => "context.TODO",
+            Link::Root(Root::Todo) => "context.TODO",
             _ => "context.Background",
         })?;
         for node in chain.iter().rev() {
             match &node.kind {
+                Kind::Cancel(core) if core.merged => match node.merged() {
+                    Some(merged) => write!(
+                        f,
+                        ".Merge({})",
+                        Context {
+                            link: merged.other.clone()
+                        }
+                    )?,
+                    None => f.write_str(".Merge")?,
+                },
                 Kind::Cancel(core) => match core.own_deadline() {
                     Some(at) => {
                         let remaining =
@@ -454,16 +466,6 @@ impl fmt::Display for Context {
                 },
                 Kind::Value { name, .. } => write!(f, ".WithValue({name})")?,
                 Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
-                Kind::Merge(_) => match node.merged() {
-                    Some(merged) => write!(
-                        f,
-                        ".Merge({})",
-                        Context {
-                            link: merged.other.clone()
-                        }
-                    )?,
-                    None => f.write_str(".Merge")?,
-                },
             }
         }
         Ok(())

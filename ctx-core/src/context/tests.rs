@@ -188,3 +188,38 @@ fn contended_derivations_spread_the_parent() {
     cancel.cancel();
     assert!(kids.iter().all(|kid| kid.is_cancelled()));
 }
+
+/// A node with its reference counts fits 120 bytes: glibc's fast bins (the size the tree's
+/// build-and-free benchmarks depend on). `debug-tree` adds its registration on top.
+#[test]
+#[cfg(not(feature = "debug-tree"))]
+fn a_node_fits_in_120_bytes() {
+    use crate::context::tree::{Link, Node};
+    assert_eq!(std::mem::size_of::<Link>(), 16);
+    assert!(
+        std::mem::size_of::<Node<()>>() + 16 <= 120,
+        "{}",
+        std::mem::size_of::<Node<()>>()
+    );
+}
+
+/// Deadlines are kept in 8 bytes (nanoseconds from a process-wide base) and read back
+/// exactly, before the base and after it.
+#[test]
+fn deadlines_read_back_exactly() {
+    let now = std::time::Instant::now();
+    let mut cases = vec![
+        now,
+        now + Duration::from_nanos(1),
+        now + Duration::from_secs(100 * 365 * 86_400),
+    ];
+    cases.extend(now.checked_sub(Duration::from_secs(3600)));
+    cases.extend(now.checked_sub(Duration::from_nanos(7)));
+    for at in cases {
+        let ctx = Context::background().with_deadline(at);
+        assert_eq!(ctx.deadline(), Some(at));
+        // A child without a deadline of its own reports its parent's.
+        assert_eq!(ctx.with_cancel().deadline(), Some(at));
+    }
+    assert_eq!(Context::background().with_cancel().deadline(), None);
+}

@@ -121,7 +121,7 @@ impl Spread {
     }
 
     /// This thread's shard.
-    fn mine(&self) -> &Shard {
+    pub(super) fn mine(&self) -> &Shard {
         crate::sync::thread_local! {
             #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! has no const form")]
             static MINE: Cell<usize> = Cell::new(usize::MAX);
@@ -178,12 +178,9 @@ impl Core {
     /// the same error and cause (invariant 5). The child is not yet shared.
     pub(super) fn attach(&self, child: &Core) {
         if self.err().is_none() {
-            let spread = self.spread.load(Acquire);
-            let linked = if spread.is_null() {
-                self.attach_own(child)
-            } else {
-                // SAFETY: a spread lives as long as its core (freed in `Core::drop`).
-                attach_shard(self, unsafe { &*spread }.mine(), child)
+            let linked = match self.spread() {
+                None => self.attach_own(child),
+                Some(spread) => attach_shard(self, spread.mine(), child),
             };
             if linked {
                 return;
@@ -205,18 +202,19 @@ impl Core {
             return false;
         }
         if contended {
-            install_spread(self);
+            install_spread(self, &mut inner);
         }
         link(self, &mut inner, child);
         true
     }
 }
 
-/// Gives `core` its spread, if it has none yet; the caller holds its lock and saw it live,
-/// so the walk that ends it sees the spread (module docs).
-fn install_spread(core: &Core) {
-    if core.spread.load(Relaxed).is_null() {
-        core.spread
+/// Gives `core` its spread, if it has none yet; the caller holds its lock (`inner`) and saw
+/// it live, so the walk that ends it sees the spread (module docs).
+fn install_spread(core: &Core, inner: &mut Inner) {
+    let cold = core.cold_part(inner);
+    if cold.spread.load(Relaxed).is_null() {
+        cold.spread
             .store(Box::into_raw(Box::new(Spread::new())), Release);
     }
 }
@@ -289,10 +287,8 @@ pub(super) fn adopt(from: &Core, from_own: Option<&mut Inner>, to: &Core, to_inn
     if let Some(from_inner) = from_own {
         move_all(&mut from_inner.children, to, to_inner);
     }
-    let spread = from.spread.load(Acquire);
-    if !spread.is_null() {
-        // SAFETY: a spread lives as long as its core, which the caller holds alive.
-        for shard in &unsafe { &*spread }.shards {
+    if let Some(spread) = from.spread() {
+        for shard in &spread.shards {
             move_all(&mut lock(&shard.list), to, to_inner);
         }
     }
@@ -309,8 +305,8 @@ fn move_all(list: &mut List, to: &Core, to_inner: &mut Inner) {
 
 /// Frees a core's spread, if it has one (its lists are empty: its children, which keep it
 /// alive, are gone).
-pub(super) fn free_spread(core: &mut Core) {
-    let spread = core.spread.load(Relaxed);
+pub(super) fn free_spread(spread: &mut crate::sync::AtomicPtr<Spread>) {
+    let spread = spread.load(Relaxed); // `&mut`: no one else can reach it
     if !spread.is_null() {
         // SAFETY: made by `Box::into_raw` in `install_spread`; `&mut`: no one else can reach it.
         drop(unsafe { Box::from_raw(spread) });
@@ -321,26 +317,27 @@ pub(super) fn free_spread(core: &mut Core) {
 /// the spread's races).
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) fn spread_now(core: &Core) {
-    let _inner = lock(&core.inner);
+    let mut inner = lock(&core.inner);
     if !core.is_done() {
-        install_spread(core);
+        install_spread(core, &mut inner);
     }
 }
 
 #[cfg(test)]
 pub(in crate::context) fn child_count(core: &Core) -> usize {
     let own = lock(&core.inner).children.len();
-    let spread = core.spread.load(Acquire);
-    if spread.is_null() {
+    let Some(spread) = core.spread() else {
         return own;
-    }
-    // SAFETY: a spread lives as long as its core.
-    let shards = &unsafe { &*spread }.shards;
-    own + shards.iter().map(|s| lock(&s.list).len()).sum::<usize>()
+    };
+    own + spread
+        .shards
+        .iter()
+        .map(|s| lock(&s.list).len())
+        .sum::<usize>()
 }
 
 /// Whether `core` has a spread (for tests of the contended path).
 #[cfg(test)]
 pub(in crate::context) fn is_spread(core: &Core) -> bool {
-    !core.spread.load(Acquire).is_null()
+    core.spread().is_some()
 }

@@ -7,11 +7,13 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::task::Waker;
 use std::time::Instant;
 
+use std::cell::UnsafeCell;
+
 use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
 use super::{NodeRef, Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Mutex, lock};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
@@ -20,50 +22,142 @@ const DEADLINE: u8 = 2;
 pub(in crate::context) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
 
 /// The state shared by a cancellable node and every value node below it.
+///
+/// Kept to 80 bytes, so that a whole node with its reference counts is at most 120 (a size
+/// glibc's allocator serves from its fast bins: a tree of larger nodes measured 2–4× slower
+/// to build and free). What most contexts never need (a cause given with the cancel, waiters,
+/// after-funcs, merges, a spread) lives in [`Cold`], allocated on first use.
 pub(in crate::context) struct Core {
     pub(super) state: AtomicU8,
-    /// The effective deadline: this node's own, or the nearest ancestor's.
-    pub(in crate::context) deadline: Option<Instant>,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
     pub(super) own_deadline: bool,
+    /// Whether this is a merged node (`Context::merge`), whose value is a `Merged`.
+    pub(in crate::context) merged: bool,
+    /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
+    pub(super) timer_slot: AtomicU32,
+    /// The effective deadline: this node's own, or the nearest ancestor's.
+    deadline: Deadline,
     /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
     pub(super) created: &'static Location<'static>,
-    /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
-    pub(super) timer_slot: AtomicUsize,
     /// The list this core is linked in, if any, and its links there (invariant 2;
     /// `children.rs`).
     pub(super) owner: AtomicPtr<()>,
     pub(super) prev: AtomicPtr<Core>,
     pub(super) next: AtomicPtr<Core>,
-    /// This core's spread of children lists, once derivations from it contended, or null.
-    pub(super) spread: AtomicPtr<Spread>,
-    /// The root of the walk that ended this core (an ancestor, invariant 3), or null when
-    /// that was this core itself. Written once, before `state` (invariant 1), so whoever sees
-    /// the state done reads it without a lock; it holds the cause (one copy per cancel) and
-    /// its lock is held until the walk is over (invariant 6).
-    pub(super) cause_from: AtomicPtr<Core>,
+    /// How this core ended (an [`Ended`]; null while live). Written once, before `state`
+    /// (invariant 1), so whoever sees the state done reads it without a lock.
+    ended: AtomicPtr<()>,
+    /// The rarely needed parts, or null until first needed. Set once, under our lock.
+    cold: AtomicPtr<Cold>,
     pub(super) inner: Mutex<Inner>,
 }
 
+/// What the core's lock guards inline; the [`Cold`] part is guarded by it too.
 pub(super) struct Inner {
+    /// The core's own list of children (its spread has more).
+    pub(super) children: List,
+}
+
+/// The parts of a [`Core`] most contexts never need, allocated on first use and freed with
+/// the core.
+pub(super) struct Cold {
+    /// The core's spread of children lists, once derivations from it contended, or null.
+    /// Set once under the core's lock; read without it (`children.rs`).
+    pub(super) spread: AtomicPtr<Spread>,
+    /// Only ever touched under the core's lock (see [`Core::cold`]).
+    locked: UnsafeCell<Locked>,
+}
+
+/// The part of [`Cold`] the core's lock guards.
+#[derive(Default)]
+pub(super) struct Locked {
     /// The cause given to the cancel that ended this core, when this core was the walk root;
     /// until then, the cause to report if the own deadline fires (`with_deadline_cause`).
     pub(super) cause: Option<Cause>,
-    /// Where the walk root was ended (`Cause::location`), once it was.
-    pub(super) ended_at: Option<&'static Location<'static>>,
-    /// The core's own list of children (its spread has more).
-    pub(super) children: List,
     pub(super) waiters: Slab<Waker>,
     /// What to do when this core ends, besides waking: after-funcs to dispatch, and merged
     /// contexts (`Context::merge`) whose other parent this core is, ended right after the
-    /// walk that ends it (invariant 9). One slab for both keeps the node small.
+    /// walk that ends it (invariant 9).
     pub(super) on_end: Slab<OnEnd>,
 }
 
-/// An entry of `Inner::on_end`.
+/// An entry of `Locked::on_end`.
 pub(super) enum OnEnd {
     AfterFunc(AfterFn),
     Merge(WeakNode),
+}
+
+/// How a done core ended, encoded in `Core::ended`: the root of the walk that ended it (an
+/// ancestor, invariant 3, whose lock that walk holds until it is over, invariant 6, and
+/// which holds the cause: one copy per cancel), or, for the root itself, where it was ended
+/// (a `Location`'s address, tagged in its lowest bit: both are aligned).
+enum Ended {
+    ByWalkOf(*const Core),
+    Here(&'static Location<'static>),
+}
+
+impl Ended {
+    fn encode(self) -> *mut () {
+        match self {
+            Ended::ByWalkOf(root) => root.cast_mut().cast(),
+            Ended::Here(at) => ptr::from_ref(at)
+                .cast_mut()
+                .cast::<()>()
+                .map_addr(|a| a | 1),
+        }
+    }
+
+    fn decode(encoded: *mut ()) -> Option<Ended> {
+        if encoded.is_null() {
+            None
+        } else if encoded.addr() & 1 == 1 {
+            // SAFETY: tagged only by `encode`, from a `&'static Location`.
+            Some(Ended::Here(unsafe {
+                &*encoded.map_addr(|a| a & !1).cast()
+            }))
+        } else {
+            Some(Ended::ByWalkOf(encoded.cast()))
+        }
+    }
+}
+
+/// An `Option<Instant>` in 8 bytes: nanoseconds from a process-wide base, `i64::MIN` for
+/// none. A deadline more than 292 years from the base reads back as 292 years away.
+#[derive(Clone, Copy)]
+struct Deadline(i64);
+
+impl Deadline {
+    const NONE: Deadline = Deadline(i64::MIN);
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn new(at: Option<Instant>) -> Deadline {
+        let Some(at) = at else {
+            return Deadline::NONE;
+        };
+        let base = Deadline::base();
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(base) {
+            Some(after) => Deadline(nanos(after)),
+            None => Deadline(-nanos(base.duration_since(at))),
+        }
+    }
+
+    fn get(self) -> Option<Instant> {
+        if self.0 == i64::MIN {
+            return None;
+        }
+        let base = Deadline::base();
+        let magnitude = std::time::Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            base.checked_add(magnitude)
+        } else {
+            base.checked_sub(magnitude)
+        }
+    }
 }
 
 /// Where a cancel's cause is recorded: in the cancelled core, or in its walk root.
@@ -77,36 +171,95 @@ pub(super) enum Origin {
 }
 
 impl Core {
+    #[inline(always)] // built in place, inside the new node (see `Link::derive`)
     pub(super) fn new(
         deadline: Option<Instant>,
         own_deadline: bool,
         deadline_cause: Option<Cause>,
         created: &'static Location<'static>,
     ) -> Core {
-        Core {
+        let core = Core {
             state: AtomicU8::new(LIVE),
-            deadline,
             own_deadline,
+            merged: false,
+            timer_slot: AtomicU32::new(timer::NO_SLOT),
+            deadline: Deadline::new(deadline),
             created,
-            timer_slot: AtomicUsize::new(timer::NO_SLOT),
             owner: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
             next: AtomicPtr::new(ptr::null_mut()),
-            spread: AtomicPtr::new(ptr::null_mut()),
-            cause_from: AtomicPtr::new(ptr::null_mut()),
+            ended: AtomicPtr::new(ptr::null_mut()),
+            cold: AtomicPtr::new(ptr::null_mut()),
             inner: Mutex::new(Inner {
-                cause: deadline_cause,
-                ended_at: None,
                 children: List::EMPTY,
-                waiters: Slab::new(),
-                on_end: Slab::new(),
             }),
+        };
+        if deadline_cause.is_some() {
+            let mut cold = Cold::new();
+            cold.locked.get_mut().cause = deadline_cause;
+            core.cold.store(Box::into_raw(Box::new(cold)), Relaxed);
         }
+        core
+    }
+
+    /// A merged node's core (`Context::merge`).
+    pub(super) fn new_merged(
+        deadline: Option<Instant>,
+        created: &'static Location<'static>,
+    ) -> Core {
+        let mut core = Core::new(deadline, false, None, created);
+        core.merged = true;
+        core
+    }
+
+    /// The effective deadline: this node's own, or the nearest ancestor's.
+    #[inline]
+    pub(in crate::context) fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
+    /// The cold part, if it was made. `_locked` is our lock's data: holding it is what makes
+    /// the `&mut` exclusive.
+    pub(super) fn cold<'a>(&'a self, _locked: &'a mut Inner) -> Option<&'a mut Locked> {
+        let cold = self.cold.load(Relaxed); // set under the lock we hold
+        // SAFETY: `Locked` is only reached through here and `cold_or_make`, under our lock,
+        // which the caller holds (`_locked`); it lives as long as we do.
+        (!cold.is_null()).then(|| unsafe { &mut *(*cold).locked.get() })
+    }
+
+    /// The cold part, made now if it was not yet; the caller holds our lock (`locked`).
+    pub(super) fn cold_or_make<'a>(&'a self, locked: &'a mut Inner) -> &'a mut Locked {
+        self.cold_part(locked);
+        self.cold(locked).expect("just made")
+    }
+
+    /// The cold part itself (for the spread), made now if needed; under our lock.
+    pub(super) fn cold_part(&self, _locked: &mut Inner) -> &Cold {
+        let mut cold = self.cold.load(Relaxed);
+        if cold.is_null() {
+            cold = Box::into_raw(Box::new(Cold::new()));
+            self.cold.store(cold, Release);
+        }
+        // SAFETY: made above or earlier, freed only with the core.
+        unsafe { &*cold }
+    }
+
+    /// The spread of children lists, if this core has one; no lock needed.
+    #[inline]
+    pub(super) fn spread(&self) -> Option<&Spread> {
+        let cold = self.cold.load(Acquire);
+        if cold.is_null() {
+            return None;
+        }
+        // SAFETY: the cold part and its spread live as long as the core.
+        let spread = unsafe { &*cold }.spread.load(Acquire);
+        // SAFETY: as above.
+        (!spread.is_null()).then(|| unsafe { &*spread })
     }
 
     /// The deadline this node set itself (`WithDeadline` rather than `WithCancel`).
     pub(in crate::context) fn own_deadline(&self) -> Option<Instant> {
-        self.deadline.filter(|_| self.own_deadline)
+        self.deadline().filter(|_| self.own_deadline)
     }
 
     /// The error, once done: the hot path, one atomic load (invariant 1).
@@ -127,16 +280,27 @@ impl Core {
     pub(in crate::context) fn cause(&self) -> Option<Cause> {
         let err = self.err()?;
         // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
-        let origin = unsafe { &*self.walk_root() };
-        let inner = lock(&origin.inner);
-        let cause = inner.cause.clone().unwrap_or(Cause::from(err));
-        Some(cause.at(inner.ended_at))
+        let root = unsafe { &*self.walk_root() };
+        let mut inner = lock(&root.inner);
+        let stored = root.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        Some(stored.unwrap_or(Cause::from(err)).at(Some(root.ended_at())))
     }
 
     /// The root of the walk that ended this (done) core: itself or an ancestor.
     pub(super) fn walk_root(&self) -> *const Core {
-        let from = self.cause_from.load(Relaxed); // ordered by the caller's Acquire of `state`
-        if from.is_null() { self } else { from }
+        // Ordered by the caller's Acquire of `state` (invariant 1).
+        match Ended::decode(self.ended.load(Relaxed)) {
+            Some(Ended::ByWalkOf(root)) => root,
+            Some(Ended::Here(_)) | None => self,
+        }
+    }
+
+    /// Where this core, a walk root, was ended (`Cause::location`).
+    pub(super) fn ended_at(&self) -> &'static Location<'static> {
+        match Ended::decode(self.ended.load(Relaxed)) {
+            Some(Ended::Here(at)) => at,
+            _ => self.created,
+        }
     }
 
     pub(super) fn as_ptr(&self) -> *mut Core {
@@ -146,7 +310,7 @@ impl Core {
     /// Marks a new, unshared core done as its parent is: no lock is needed, as nothing
     /// else can see it yet, and it has no waiters, after-funcs, children or timer.
     pub(super) fn born_done(&self, err: Error, root: *const Core) {
-        self.cause_from.store(root as *mut Core, Relaxed);
+        self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
         self.state.store(state_of(err), Release);
     }
 
@@ -169,11 +333,12 @@ impl Core {
         if let Some(err) = self.err() {
             return Some(err); // a registration stays until the waiter drops (see `finish`)
         }
-        let replaced = match slot.and_then(|key| inner.waiters.get_mut(key)) {
+        let waiters = &mut self.cold_or_make(&mut inner).waiters;
+        let replaced = match slot.and_then(|key| waiters.get_mut(key)) {
             Some(registered) if registered.will_wake(waker) => None,
             Some(registered) => Some(std::mem::replace(registered, waker.clone())),
             None => {
-                *slot = Some(inner.waiters.insert(waker.clone()));
+                *slot = Some(waiters.insert(waker.clone()));
                 None
             }
         };
@@ -184,7 +349,11 @@ impl Core {
 
     /// Forgets a waker registration (a `Done` dropped before its context ended).
     pub(in crate::context) fn deregister_waker(&self, key: usize) {
-        let removed = lock(&self.inner).waiters.remove(key);
+        let mut inner = lock(&self.inner);
+        let removed = self
+            .cold(&mut inner)
+            .and_then(|cold| cold.waiters.remove(key));
+        drop(inner);
         drop(removed); // outside the lock: a waker's drop is user code
     }
 
@@ -194,7 +363,10 @@ impl Core {
         if self.is_done() {
             return Err(f);
         }
-        Ok(inner.on_end.insert(OnEnd::AfterFunc(f)))
+        Ok(self
+            .cold_or_make(&mut inner)
+            .on_end
+            .insert(OnEnd::AfterFunc(f)))
     }
 
     /// Removes a registered after-func; true if it had not run yet (it never will now).
@@ -204,7 +376,8 @@ impl Core {
             if self.is_done() {
                 None
             } else {
-                inner.on_end.remove(key)
+                self.cold(&mut inner)
+                    .and_then(|cold| cold.on_end.remove(key))
             }
         };
         // `f`'s captures (a `CancelHandle`, say) may lock this very core when they drop:
@@ -218,12 +391,19 @@ impl Core {
         if self.is_done() {
             return Err(merged);
         }
-        Ok(inner.on_end.insert(OnEnd::Merge(merged)))
+        Ok(self
+            .cold_or_make(&mut inner)
+            .on_end
+            .insert(OnEnd::Merge(merged)))
     }
 
     /// Forgets a merged node's registration (it is being dropped).
     pub(super) fn unwatch(&self, key: usize) {
-        let removed = lock(&self.inner).on_end.remove(key);
+        let mut inner = lock(&self.inner);
+        let removed = self
+            .cold(&mut inner)
+            .and_then(|cold| cold.on_end.remove(key));
+        drop(inner);
         drop(removed); // a `Weak`: freeing it runs no user code, but no need to hold the lock
     }
 
@@ -239,32 +419,36 @@ impl Core {
         panic: &mut Option<Panic>,
         merges: &mut Vec<WeakNode>,
     ) -> Option<Cause> {
-        let replaced = match origin {
+        let (ended, replaced) = match origin {
             Origin::Own(cause, at) => {
-                inner.ended_at = Some(at);
-                std::mem::replace(&mut inner.cause, cause.clone())
+                let replaced = match (self.cold(inner), cause) {
+                    (Some(cold), _) => std::mem::replace(&mut cold.cause, cause.clone()),
+                    (None, Some(cause)) => {
+                        self.cold_or_make(inner).cause = Some(cause.clone());
+                        None
+                    }
+                    (None, None) => None,
+                };
+                (Ended::Here(at), replaced)
             }
-            Origin::Preset => {
-                inner.ended_at = Some(self.created);
-                None
-            }
-            Origin::Walk(root) => {
-                self.cause_from.store(*root as *mut Core, Relaxed);
-                None
-            }
+            Origin::Preset => (Ended::Here(self.created), None),
+            Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
         };
+        self.ended.store(ended.encode(), Relaxed);
         self.state.store(state_of(err), Release);
-        // Wake by reference: the wakers stay registered until their `Done` is dropped or the
-        // node is, so no waker (whose drop is user code) is dropped under this lock. A
-        // panicking waker is caught so the walk goes on (see the module docs).
-        for waker in inner.waiters.values() {
-            catch(panic, || waker.wake_by_ref());
-        }
-        if inner.on_end.has_slots() {
-            for entry in inner.on_end.take_all() {
-                match entry {
-                    OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
-                    OnEnd::Merge(merged) => merges.push(merged),
+        if let Some(cold) = self.cold(inner) {
+            // Wake by reference: the wakers stay registered until their `Done` is dropped or
+            // the node is, so no waker (whose drop is user code) is dropped under this lock.
+            // A panicking waker is caught so the walk goes on (see the module docs).
+            for waker in cold.waiters.values() {
+                catch(panic, || waker.wake_by_ref());
+            }
+            if cold.on_end.has_slots() {
+                for entry in cold.on_end.take_all() {
+                    match entry {
+                        OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
+                        OnEnd::Merge(merged) => merges.push(merged),
+                    }
                 }
             }
         }
@@ -275,9 +459,37 @@ impl Core {
     }
 }
 
+impl Cold {
+    fn new() -> Cold {
+        Cold {
+            spread: AtomicPtr::new(ptr::null_mut()),
+            locked: UnsafeCell::new(Locked::default()),
+        }
+    }
+}
+
+impl Drop for Cold {
+    fn drop(&mut self) {
+        free_spread(&mut self.spread);
+    }
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
-        free_spread(self);
+        let cold = self.cold.load(Relaxed); // `&mut self`: no one else can reach it
+        if !cold.is_null() {
+            // SAFETY: made by `Box::into_raw` in `new` or `cold_part`, freed only here.
+            drop(unsafe { Box::from_raw(cold) });
+        }
+    }
+}
+
+impl Core {
+    /// The cold part of a core no one else can reach (a node being freed).
+    pub(super) fn cold_mut(&mut self) -> Option<&mut Locked> {
+        let cold = self.cold.load(Relaxed);
+        // SAFETY: `&mut self`: exclusive, and the cold part lives as long as we do.
+        (!cold.is_null()).then(|| unsafe { (*cold).locked.get_mut() })
     }
 }
 

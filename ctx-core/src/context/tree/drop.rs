@@ -11,7 +11,7 @@ use super::{Kind, Link, Node, Panic, catch, children, resume, timer};
 impl<V: ?Sized> Drop for Node<V> {
     #[inline]
     fn drop(&mut self) {
-        if let Kind::Cancel(core) | Kind::Merge(core) = &mut self.kind {
+        if let Kind::Cancel(core) = &mut self.kind {
             if core.own_deadline {
                 timer::disarm(core);
             }
@@ -20,9 +20,12 @@ impl<V: ?Sized> Drop for Node<V> {
             // reference and skipped the cancel (nothing could observe it). Its after-funcs
             // still count as observers: Go runs them once the context is done, and it is
             // done now. `&mut self`: no lock needed, no one else can reach this core.
-            let inner = crate::sync::get_mut(&mut core.inner);
-            if inner.on_end.has_slots() && core.state.load(Relaxed) == LIVE {
-                for entry in inner.on_end.take_all() {
+            let live = core.state.load(Relaxed) == LIVE;
+            if let Some(cold) = core.cold_mut()
+                && live
+                && cold.on_end.has_slots()
+            {
+                for entry in cold.on_end.take_all() {
                     if let OnEnd::AfterFunc(f) = entry {
                         super::dispatch_after_func(f);
                     }

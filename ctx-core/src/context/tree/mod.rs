@@ -52,7 +52,8 @@
 //!    that root's lock before returning, so *every* cancel returns only once the whole
 //!    subtree is done, not only the one that won.
 //! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
-//!    `NO_SLOT` exactly when the core has no entry in a heap. A core is armed only under its
+//!    `NO_SLOT` exactly when the core has no live slot in a shard (a disarmed core's slot
+//!    is dead at once, and names no core). A core is armed only under its
 //!    own lock while live, and its end disarms it under that lock.
 //! 8. **No lost driver wake-up.** An arm that puts an entry first in its shard bumps `epoch`
 //!    and then reads `next_wake`; the driver stores `next_wake` and then reads `epoch` before
@@ -125,13 +126,25 @@ pub(in crate::context) type WeakNode = std::sync::Weak<Node<dyn Any + Send + Syn
 /// A panic payload caught inside the tree, to resume once its locks are released.
 pub(in crate::context) type Panic = Box<dyn Any + Send + 'static>;
 
-/// What a `Context` is: a root, or a derived node.
-#[derive(Clone, Default)]
+/// What a `Context` is: a root, or a derived node. (16 bytes: the root's tag lives beside
+/// the node pointer's null niche.)
+#[derive(Clone)]
 pub(in crate::context) enum Link {
-    #[default]
+    Root(Root),
+    Node(NodeRef),
+}
+
+/// The two roots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(in crate::context) enum Root {
     Background,
     Todo,
-    Node(NodeRef),
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link::Root(Root::Background)
+    }
 }
 
 pub(in crate::context) struct Node<V: ?Sized> {
@@ -148,7 +161,9 @@ pub(in crate::context) struct Node<V: ?Sized> {
 }
 
 pub(in crate::context) enum Kind {
-    /// `with_cancel`, `with_deadline`, `with_timeout`.
+    /// `with_cancel`, `with_deadline`, `with_timeout`; and `merge`, which is cancellable, a
+    /// child of its parent in the tree, and ended by a second context too (its core is
+    /// `merged` and the node's value is a [`Merged`]).
     Cancel(Core),
     /// `with_value`: the key's type and name, and the core that decides when it is done.
     Value {
@@ -158,9 +173,6 @@ pub(in crate::context) enum Kind {
     },
     /// `without_cancel`: values pass through, cancellation does not.
     WithoutCancel,
-    /// `merge`: cancellable, a child of its parent in the tree, and ended by a second
-    /// context too (the node's value is a [`Merged`]).
-    Merge(Core),
 }
 
 /// The value of a `Merge` node: the second parent.
@@ -190,8 +202,8 @@ impl Drop for Merged {
 impl Node<dyn Any + Send + Sync> {
     /// The second parent, for a merged node.
     pub(in crate::context) fn merged(&self) -> Option<&Merged> {
-        match self.kind {
-            Kind::Merge(_) => (&self.value as &dyn Any).downcast_ref::<Merged>(),
+        match &self.kind {
+            Kind::Cancel(core) if core.merged => (&self.value as &dyn Any).downcast_ref::<Merged>(),
             _ => None,
         }
     }
@@ -212,7 +224,7 @@ impl<V: ?Sized> Node<V> {
     #[inline]
     pub(in crate::context) fn core(&self) -> Option<&Core> {
         match &self.kind {
-            Kind::Cancel(core) | Kind::Merge(core) => Some(core),
+            Kind::Cancel(core) => Some(core),
             // SAFETY: `core` points at the core of a cancellable ancestor, which our `parent`
             // chain keeps alive for as long as `self` lives (invariant 3).
             Kind::Value { core, .. } => core.map(|p| unsafe { p.0.as_ref() }),
@@ -256,16 +268,22 @@ impl Link {
         created: &'static Location<'static>,
     ) -> Link {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
-        // `new_cyclic` allocates first and builds the node in place (`Arc::new` builds it on
-        // the stack and copies it over: a measured tenth of a derivation).
-        let node: NodeRef = Arc::new_cyclic(|_| Node {
-            parent: self.clone(),
-            keys,
-            kind: kind(),
-            #[cfg(feature = "debug-tree")]
-            debug: super::debug::Registration::new(created),
-            value,
-        });
+        // Allocate first, then build the node in place: `Arc::new` builds it on the stack and
+        // copies it over, `new_cyclic` ends with a locked increment that waits for every
+        // store before it (each measured at a third of a derivation).
+        let mut uninit = Arc::<Node<V>>::new_uninit();
+        Arc::get_mut(&mut uninit)
+            .expect("a new Arc is unique")
+            .write(Node {
+                parent: self.clone(),
+                keys,
+                kind: kind(),
+                #[cfg(feature = "debug-tree")]
+                debug: super::debug::Registration::new(created),
+                value,
+            });
+        // SAFETY: written just above.
+        let node: NodeRef = unsafe { uninit.assume_init() };
         #[cfg(feature = "debug-tree")]
         super::debug::register(&node);
         Link::Node(node)
@@ -316,8 +334,8 @@ impl Link {
             other: other.clone(),
             watch: crate::sync::AtomicUsize::new(NO_WATCH),
         };
-        let kind = Kind::Merge(Core::new(deadline, false, None, created));
-        let child = self.derive(self.keys() | other.keys(), || kind, merged, created);
+        let kind = || Kind::Cancel(Core::new_merged(deadline, created));
+        let child = self.derive(self.keys() | other.keys(), kind, merged, created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
         };
@@ -366,7 +384,7 @@ impl Link {
     }
 
     pub(in crate::context) fn deadline(&self) -> Option<Instant> {
-        self.core().and_then(|core| core.deadline)
+        self.core().and_then(Core::deadline)
     }
 
     /// Cancels this context and its subtree (the first cancel wins); returns once the whole
@@ -385,7 +403,7 @@ impl Link {
     /// Where this cancellable context was created (for a scope's drop).
     pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
         match self.node().map(|node| &node.kind) {
-            Some(Kind::Cancel(core) | Kind::Merge(core)) => Some(core.created),
+            Some(Kind::Cancel(core)) => Some(core.created),
             _ => None,
         }
     }

@@ -1,11 +1,14 @@
 //! The deadline driver: one lazily started thread that cancels contexts whose deadline
 //! passed, so deadlines work with no async runtime at all.
 //!
-//! Pending deadlines sit in binary min-heaps indexed through a slab of slots: arming is
-//! O(log n) and disarming (a deadline context cancelled or dropped early) removes its entry
-//! at once, in O(log n), so a long-lived process with many short-lived requests never
-//! accumulates dead timers. A heap stores only `(Instant, slot)`; the slot holds a weak
-//! reference to the node, so an armed timer never keeps a context alive.
+//! Pending deadlines sit in binary min-heaps of `(Instant, slot)`; the slot, in a slab,
+//! holds a weak reference to the node, so an armed timer never keeps a context alive.
+//! Arming pushes an entry (O(1) for the usual deadline, later than those pending; O(log n)
+//! at worst). Disarming (a deadline context cancelled or dropped early, the common case)
+//! is O(1): it releases the slot's node and marks the slot dead, leaving its heap entry to
+//! be discarded when it reaches the top. Dead entries never outnumber live ones by much:
+//! once they are half the heap it is rebuilt without them, so a long-lived process with
+//! many short-lived requests never accumulates dead timers (amortized O(1) per disarm).
 //!
 //! There is one heap per shard, and each thread arms into its own shard (as Go keeps a
 //! timer heap per P), so threads deriving deadlines in parallel do not contend on one lock.
@@ -27,7 +30,7 @@ use super::{Core, Node, NodeRef, walk};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
-pub(in crate::context) const NO_SLOT: usize = usize::MAX;
+pub(in crate::context) const NO_SLOT: u32 = u32::MAX;
 
 type WeakNode = Weak<Node<dyn std::any::Any + Send + Sync>>;
 
@@ -59,8 +62,13 @@ struct Shard(Mutex<Timers>);
 
 #[derive(Default)]
 struct Timers {
+    /// A min-heap on `at`; entries whose slot is dead are skipped when they surface.
     heap: Vec<Entry>,
+    /// One per heap entry, dead or alive: a slot is freed with its entry, so a key in the
+    /// heap always names its own slot.
     slots: Slab<Slot>,
+    /// Dead slots (disarmed, their entries still in the heap).
+    dead: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -69,11 +77,16 @@ struct Entry {
     slot: usize,
 }
 
+/// An armed core, or a dead slot (`core` null) whose heap entry is yet to be discarded.
 struct Slot {
     node: WeakNode,
     core: *const Core,
-    /// Index of the slot's entry in `heap`.
-    pos: usize,
+}
+
+impl Slot {
+    fn is_dead(&self) -> bool {
+        self.core.is_null()
+    }
 }
 
 // SAFETY: `Slot::core` is only dereferenced under the shard's lock, where invariant 4 keeps
@@ -147,15 +160,16 @@ pub(super) fn arm(core: &Core, node: &NodeRef, at: Instant) {
     let shard = my_shard();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
-        let pos = timers.heap.len();
         let slot = timers.slots.insert(Slot {
             node: std::sync::Arc::downgrade(node),
             core,
-            pos,
         });
         timers.heap.push(Entry { at, slot });
-        let pos = timers.sift_up(pos);
-        core.timer_slot.store(slot * SHARDS + shard, Relaxed);
+        let last = timers.heap.len() - 1;
+        let pos = timers.sift_up(last);
+        let encoded =
+            u32::try_from(slot * SHARDS + shard).expect("fewer than 4 billion armed deadlines");
+        core.timer_slot.store(encoded, Relaxed);
         pos == 0
     };
     if first {
@@ -176,15 +190,14 @@ pub(super) fn disarm(core: &Core) {
     if core.timer_slot.load(Relaxed) == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
-    let shard = core.timer_slot.load(Relaxed) % SHARDS;
+    let shard = core.timer_slot.load(Relaxed) as usize % SHARDS;
     let mut timers = lock(&driver().shards[shard].0);
     let encoded = core.timer_slot.load(Relaxed);
     if encoded != NO_SLOT {
-        let slot = encoded / SHARDS;
-        let pos = timers.slot(slot).pos;
-        timers.remove_at(pos);
-        timers.slots.remove(slot);
+        let released = timers.kill(encoded as usize / SHARDS);
         core.timer_slot.store(NO_SLOT, Relaxed);
+        drop(timers);
+        drop(released); // a `Weak`: no user code, but no need to free it under the lock
     }
 }
 
@@ -194,7 +207,10 @@ pub(in crate::context) fn pending() -> usize {
     driver()
         .shards
         .iter()
-        .map(|shard| lock(&shard.0).heap.len())
+        .map(|shard| {
+            let timers = lock(&shard.0);
+            timers.heap.len() - timers.dead
+        })
         .sum()
 }
 
@@ -286,12 +302,18 @@ impl Driver {
         for shard in &self.shards {
             let mut timers = lock(&shard.0);
             while let Some(&Entry { at, slot }) = timers.heap.first() {
+                if timers.slot(slot).is_dead() {
+                    timers.pop();
+                    timers.slots.remove(slot);
+                    timers.dead -= 1;
+                    continue;
+                }
                 if !is_due(at, now) || due.len() == 1024 {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     break;
                 }
-                timers.remove_at(0);
-                let Slot { node, core, .. } =
+                timers.pop();
+                let Slot { node, core } =
                     timers.slots.remove(slot).expect("a heap entry has a slot");
                 // SAFETY: invariant 4: the core's node cannot finish dropping while we hold
                 // its shard's lock.
@@ -310,9 +332,44 @@ impl Timers {
         self.slots.get_mut(key).expect("a heap entry has a slot")
     }
 
-    fn set(&mut self, pos: usize, entry: Entry) {
-        self.heap[pos] = entry;
-        self.slot(entry.slot).pos = pos;
+    /// Marks a slot dead (its core was disarmed); returns its weak reference, to be dropped
+    /// by the caller. Rebuilds the heap without dead entries once they are half of it.
+    fn kill(&mut self, key: usize) -> WeakNode {
+        let slot = self.slot(key);
+        slot.core = std::ptr::null();
+        let released = std::mem::replace(&mut slot.node, Weak::<Node<()>>::new());
+        self.dead += 1;
+        if self.dead > 32 && self.dead * 2 > self.heap.len() {
+            self.purge();
+        }
+        released
+    }
+
+    /// Drops every dead entry and slot, and re-heapifies what is left: O(n), once per n/2
+    /// disarms.
+    fn purge(&mut self) {
+        let mut heap = std::mem::take(&mut self.heap);
+        heap.retain(|entry| {
+            let dead = self.slot(entry.slot).is_dead();
+            if dead {
+                self.slots.remove(entry.slot);
+            }
+            !dead
+        });
+        self.heap = heap;
+        self.dead = 0;
+        for pos in (0..self.heap.len() / 2).rev() {
+            self.sift_down(pos);
+        }
+    }
+
+    /// Removes the first entry.
+    fn pop(&mut self) {
+        let last = self.heap.pop().expect("pop on an empty heap");
+        if !self.heap.is_empty() {
+            self.heap[0] = last;
+            self.sift_down(0);
+        }
     }
 
     fn sift_up(&mut self, mut pos: usize) -> usize {
@@ -322,10 +379,10 @@ impl Timers {
             if self.heap[parent].at <= entry.at {
                 break;
             }
-            self.set(pos, self.heap[parent]);
+            self.heap[pos] = self.heap[parent];
             pos = parent;
         }
-        self.set(pos, entry);
+        self.heap[pos] = entry;
         pos
     }
 
@@ -346,20 +403,10 @@ impl Timers {
             if self.heap[child].at >= entry.at {
                 break;
             }
-            self.set(pos, self.heap[child]);
+            self.heap[pos] = self.heap[child];
             pos = child;
         }
-        self.set(pos, entry);
-    }
-
-    fn remove_at(&mut self, pos: usize) {
-        let last = self.heap.pop().expect("remove_at on an empty heap");
-        if pos < self.heap.len() {
-            self.set(pos, last);
-            if self.sift_up(pos) == pos {
-                self.sift_down(pos);
-            }
-        }
+        self.heap[pos] = entry;
     }
 }
 
@@ -367,40 +414,74 @@ impl Timers {
 mod tests {
     use super::*;
 
-    /// The heap keeps its order and its slot index through arbitrary removals.
-    #[test]
-    fn heap_order_and_index() {
-        let base = Instant::now();
-        let mut t = Timers::default();
-        let mut keys = Vec::new();
-        for i in [5u64, 3, 9, 1, 7, 2, 8, 6, 4, 0] {
-            let pos = t.heap.len();
-            let slot = t.slots.insert(Slot {
-                node: Weak::<Node<()>>::new(),
-                core: std::ptr::null(),
-                pos,
-            });
-            t.heap.push(Entry {
-                at: base + std::time::Duration::from_millis(i),
-                slot,
-            });
-            t.sift_up(pos);
-            keys.push((i, slot));
-        }
-        // Remove three from the middle by slot, as disarm does.
-        for &(_, slot) in &keys[2..5] {
-            let pos = t.slot(slot).pos;
-            t.remove_at(pos);
-            t.slots.remove(slot);
-        }
-        for (pos, entry) in t.heap.iter().enumerate() {
-            assert_eq!(t.slots.get_mut(entry.slot).unwrap().pos, pos);
-        }
+    fn arm(t: &mut Timers, at: Instant) -> usize {
+        let slot = t.slots.insert(Slot {
+            node: Weak::<Node<()>>::new(),
+            core: std::ptr::NonNull::<Core>::dangling().as_ptr(),
+        });
+        t.heap.push(Entry { at, slot });
+        let last = t.heap.len() - 1;
+        t.sift_up(last);
+        slot
+    }
+
+    /// Pops the live entries in order, discarding dead ones as the driver does.
+    fn drain(t: &mut Timers, base: Instant) -> Vec<u64> {
         let mut order = Vec::new();
         while let Some(first) = t.heap.first().copied() {
-            order.push(first.at.duration_since(base).as_millis() as u64);
-            t.remove_at(0);
+            t.pop();
+            let dead = t.slot(first.slot).is_dead();
+            t.slots.remove(first.slot);
+            if dead {
+                t.dead -= 1;
+            } else {
+                order.push(first.at.duration_since(base).as_millis() as u64);
+            }
         }
-        assert_eq!(order, [0, 2, 3, 4, 5, 6, 8]);
+        order
+    }
+
+    /// Disarmed entries are skipped in order; nothing is left behind.
+    #[test]
+    fn heap_order_through_disarms() {
+        let base = Instant::now();
+        let mut t = Timers::default();
+        let keys: Vec<_> = [5u64, 3, 9, 1, 7, 2, 8, 6, 4, 0]
+            .into_iter()
+            .map(|i| arm(&mut t, base + std::time::Duration::from_millis(i)))
+            .collect();
+        for &slot in &keys[2..5] {
+            drop(t.kill(slot)); // 9, 1, 7
+        }
+        assert_eq!(drain(&mut t, base), [0, 2, 3, 4, 5, 6, 8]);
+        assert_eq!((t.heap.len(), t.dead, t.slots.len()), (0, 0, 0));
+    }
+
+    /// Dead entries never grow past the live ones: the heap is rebuilt without them, and
+    /// keeps its order.
+    #[test]
+    fn dead_entries_are_purged() {
+        let base = Instant::now();
+        let mut t = Timers::default();
+        let mut live = Vec::new();
+        for i in 0..10_000u64 {
+            let slot = arm(
+                &mut t,
+                base + std::time::Duration::from_millis((i * 7919) % 10_000),
+            );
+            if i % 10 == 0 {
+                live.push((i * 7919) % 10_000);
+            } else {
+                drop(t.kill(slot));
+            }
+            assert!(
+                t.dead <= 32 || t.dead * 2 <= t.heap.len() + 1,
+                "{} dead of {}",
+                t.dead,
+                t.heap.len()
+            );
+        }
+        live.sort_unstable();
+        assert_eq!(drain(&mut t, base), live);
     }
 }

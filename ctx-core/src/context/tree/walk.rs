@@ -72,8 +72,8 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
     }
     // Merged contexts take this walk's error and cause (invariant 9).
     let forwarded = (!merges.is_empty()).then(|| {
-        let at = inner.ended_at.unwrap_or(core.created);
-        (inner.cause.clone(), at)
+        let cause = core.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        (cause, core.ended_at())
     });
     drop(inner);
     drop(walking);
@@ -134,10 +134,11 @@ fn wait_for_walk(core: &Core) {
 
 #[cfg(test)]
 pub(in crate::context) fn merge_count(core: &Core) -> usize {
-    let inner = lock(&core.inner);
-    inner
-        .on_end
-        .values()
-        .filter(|entry| matches!(entry, super::core::OnEnd::Merge(_)))
-        .count()
+    let mut inner = lock(&core.inner);
+    core.cold(&mut inner).map_or(0, |cold| {
+        cold.on_end
+            .values()
+            .filter(|entry| matches!(entry, super::core::OnEnd::Merge(_)))
+            .count()
+    })
 }
