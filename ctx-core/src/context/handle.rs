@@ -120,7 +120,9 @@ impl Context {
     /// ```
     #[track_caller]
     pub fn with_cancel(&self) -> CancelScope {
-        self.derive_cancel(None, None)
+        CancelScope::new(Context {
+            link: self.link.derive_cancel(None, None, Location::caller()),
+        })
     }
 
     /// A child that ends at `deadline` (with [`Error::DeadlineExceeded`]), when cancelled,

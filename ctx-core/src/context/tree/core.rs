@@ -36,7 +36,7 @@ pub(in crate::context) struct Core {
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
     pub(super) timer_slot: AtomicU32,
     /// The effective deadline: this node's own, or the nearest ancestor's.
-    deadline: Deadline,
+    pub(super) deadline: Deadline,
     /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
     pub(super) created: &'static Location<'static>,
     /// The list this core is linked in, if any, and its links there (invariant 2;
@@ -124,17 +124,17 @@ impl Ended {
 /// An `Option<Instant>` in 8 bytes: nanoseconds from a process-wide base, `i64::MIN` for
 /// none. A deadline more than 292 years from the base reads back as 292 years away.
 #[derive(Clone, Copy)]
-struct Deadline(i64);
+pub(super) struct Deadline(i64);
 
 impl Deadline {
-    const NONE: Deadline = Deadline(i64::MIN);
+    pub(super) const NONE: Deadline = Deadline(i64::MIN);
 
     fn base() -> Instant {
         static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         *BASE.get_or_init(Instant::now)
     }
 
-    fn new(at: Option<Instant>) -> Deadline {
+    pub(super) fn new(at: Option<Instant>) -> Deadline {
         let Some(at) = at else {
             return Deadline::NONE;
         };
@@ -171,35 +171,16 @@ pub(super) enum Origin {
 }
 
 impl Core {
+    /// A cancel node's core, whose effective deadline is `deadline` (its own, if
+    /// `own_deadline`, else its parent's).
     #[inline(always)] // built in place, inside the new node (see `Link::derive`)
     pub(super) fn new(
-        deadline: Option<Instant>,
+        deadline: Deadline,
         own_deadline: bool,
         deadline_cause: Option<Cause>,
         created: &'static Location<'static>,
     ) -> Core {
-        let core = Core {
-            state: AtomicU8::new(LIVE),
-            own_deadline,
-            merged: false,
-            timer_slot: AtomicU32::new(timer::NO_SLOT),
-            deadline: Deadline::new(deadline),
-            created,
-            owner: AtomicPtr::new(ptr::null_mut()),
-            prev: AtomicPtr::new(ptr::null_mut()),
-            next: AtomicPtr::new(ptr::null_mut()),
-            ended: AtomicPtr::new(ptr::null_mut()),
-            cold: AtomicPtr::new(ptr::null_mut()),
-            inner: Mutex::new(Inner {
-                children: List::EMPTY,
-            }),
-        };
-        if deadline_cause.is_some() {
-            let mut cold = Cold::new();
-            cold.locked.get_mut().cause = deadline_cause;
-            core.cold.store(Box::into_raw(Box::new(cold)), Relaxed);
-        }
-        core
+        Core::build(deadline, own_deadline, false, deadline_cause, created)
     }
 
     /// A merged node's core (`Context::merge`).
@@ -207,9 +188,40 @@ impl Core {
         deadline: Option<Instant>,
         created: &'static Location<'static>,
     ) -> Core {
-        let mut core = Core::new(deadline, false, None, created);
-        core.merged = true;
-        core
+        Core::build(Deadline::new(deadline), false, true, None, created)
+    }
+
+    /// One struct expression, nothing written after it, so that it can be built straight
+    /// into the node's memory (a core built on the stack and copied measured a third of a
+    /// derivation, in stalled loads).
+    #[inline(always)]
+    fn build(
+        deadline: Deadline,
+        own_deadline: bool,
+        merged: bool,
+        deadline_cause: Option<Cause>,
+        created: &'static Location<'static>,
+    ) -> Core {
+        let cold = match deadline_cause {
+            None => ptr::null_mut(),
+            Some(cause) => Box::into_raw(Box::new(Cold::with_cause(cause))),
+        };
+        Core {
+            state: AtomicU8::new(LIVE),
+            own_deadline,
+            merged,
+            timer_slot: AtomicU32::new(timer::NO_SLOT),
+            deadline,
+            created,
+            owner: AtomicPtr::new(ptr::null_mut()),
+            prev: AtomicPtr::new(ptr::null_mut()),
+            next: AtomicPtr::new(ptr::null_mut()),
+            ended: AtomicPtr::new(ptr::null_mut()),
+            cold: AtomicPtr::new(cold),
+            inner: Mutex::new(Inner {
+                children: List::EMPTY,
+            }),
+        }
     }
 
     /// The effective deadline: this node's own, or the nearest ancestor's.
@@ -465,6 +477,13 @@ impl Cold {
             spread: AtomicPtr::new(ptr::null_mut()),
             locked: UnsafeCell::new(Locked::default()),
         }
+    }
+
+    #[cold]
+    fn with_cause(cause: Cause) -> Cold {
+        let mut cold = Cold::new();
+        cold.locked.get_mut().cause = Some(cause);
+        cold
     }
 }
 

@@ -111,6 +111,7 @@ use crate::context::error::{Cause, Error};
 pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
+use self::core::Deadline;
 pub(in crate::context) use self::core::{AfterFn, Core};
 #[cfg(test)]
 pub(in crate::context) use self::{
@@ -272,18 +273,20 @@ impl Link {
         // copies it over, `new_cyclic` ends with a locked increment that waits for every
         // store before it (each measured at a third of a derivation).
         let mut uninit = Arc::<Node<V>>::new_uninit();
-        Arc::get_mut(&mut uninit)
+        let slot = Arc::get_mut(&mut uninit)
             .expect("a new Arc is unique")
-            .write(Node {
-                parent: self.clone(),
-                keys,
-                kind: kind(),
-                #[cfg(feature = "debug-tree")]
-                debug: super::debug::Registration::new(created),
-                value,
-            });
-        // SAFETY: written just above.
-        let node: NodeRef = unsafe { uninit.assume_init() };
+            .as_mut_ptr();
+        // SAFETY: `slot` is the new node's memory, ours alone; every field is written, one
+        // by one (a whole `Node` written at once is built on the stack first and copied).
+        let node: NodeRef = unsafe {
+            (&raw mut (*slot).parent).write(self.clone());
+            (&raw mut (*slot).keys).write(keys);
+            (&raw mut (*slot).kind).write(kind());
+            #[cfg(feature = "debug-tree")]
+            (&raw mut (*slot).debug).write(super::debug::Registration::new(created));
+            (&raw mut (*slot).value).write(value);
+            uninit.assume_init()
+        };
         #[cfg(feature = "debug-tree")]
         super::debug::register(&node);
         Link::Node(node)
@@ -298,7 +301,11 @@ impl Link {
         cause: Option<Cause>,
         created: &'static Location<'static>,
     ) -> Link {
-        let effective = own.map(|(at, _)| at).or_else(|| self.deadline());
+        // The parent's deadline, if we have none of our own, is copied as it is kept.
+        let effective = match own {
+            Some((at, _)) => Deadline::new(Some(at)),
+            None => self.core().map_or(Deadline::NONE, |parent| parent.deadline),
+        };
         let core = || Kind::Cancel(Core::new(effective, own.is_some(), own.and(cause), created));
         let child = self.derive(self.keys(), core, (), created);
         let Link::Node(node) = &child else {
