@@ -363,7 +363,7 @@ impl Context {
     /// assert_eq!(Context::current().to_string(), "context.Background");
     /// ```
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        crate::context::ambient::enter(self.clone(), f)
+        crate::context::ambient::enter(self, f)
     }
 
     /// Wraps `future` so every poll of it sees `self` as [`Context::current`], on any

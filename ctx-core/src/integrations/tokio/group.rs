@@ -5,10 +5,11 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::sync::lock;
@@ -97,13 +98,17 @@ use crate::{CancelHandle, Cause, Context};
 /// # }
 /// ```
 pub struct Group<E> {
-    ctx: Context,
     shared: Arc<Shared<E>>,
     tasks: Mutex<JoinSet<()>>,
     limit: Mutex<Option<Arc<Semaphore>>>,
+    /// Whether `limit` was ever set (so an unlimited group's spawn takes no lock for it).
+    limited: AtomicBool,
 }
 
+/// What every task of the group holds (one reference count per task).
 struct Shared<E> {
+    /// The group's context, current in every task (entered on each poll, not cloned).
+    ctx: Context,
     /// Cancels the group's context: taken by the first failure, by `wait`, or by the drop.
     cancel: Mutex<Option<CancelHandle>>,
     /// The first error, owned by the group alone (the context's cause is its snapshot,
@@ -171,20 +176,21 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
         let (ctx, cancel) = parent.as_ref().with_cancel().into_parts();
         Group {
             shared: Arc::new(Shared {
+                ctx,
                 cancel: Mutex::new(Some(cancel)),
                 first_error: Mutex::new(None),
                 panic: Mutex::new(None),
             }),
-            ctx,
             tasks: Mutex::new(JoinSet::new()),
             limit: Mutex::new(None),
+            limited: AtomicBool::new(false),
         }
     }
 
     /// The group's context: cancelled by the first failure, by a panic, by the parent, or
     /// when the group is dropped.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.shared.ctx
     }
 
     /// Lets at most `n` task bodies run at once from now on; the others wait for a slot
@@ -192,6 +198,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     /// new task runs until the limit is raised, as in Go.
     pub fn set_limit(&self, n: usize) {
         *lock(&self.limit) = Some(Arc::new(Semaphore::new(n)));
+        self.limited.store(true, Ordering::Release);
     }
 
     /// Starts `task` at once on the runtime, with the group's context as
@@ -200,13 +207,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
-        self.launch(move |ctx, permit| async move {
-            let _permit = permit;
-            CatchUnwind {
-                future: ctx.scope(task),
-            }
-            .await
-        });
+        self.start(task);
     }
 
     /// Starts `task` on tokio's blocking pool, passing it the group's context (also its
@@ -216,39 +217,43 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     where
         F: FnOnce(&Context) -> Result<(), E> + Send + 'static,
     {
-        self.launch(move |ctx, permit| async move {
-            let run = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                ctx.enter(|| task(&ctx))
-            });
+        let ctx = self.shared.ctx.clone();
+        self.start(async move {
+            let run = tokio::task::spawn_blocking(move || ctx.enter(|| task(&ctx)));
             match run.await {
-                Ok(result) => Ok(result),
-                Err(join) if join.is_panic() => Err(join.into_panic()),
-                Err(_) => Ok(Ok(())), // the runtime is shutting down
+                Ok(result) => result,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => Ok(()), // the runtime is shutting down
             }
         });
     }
 
-    /// Spawns a task that waits for a slot under the limit (giving up if the group ends
-    /// first), runs `body` with the group's context, and settles its outcome.
-    fn launch<B, Fut>(&self, body: B)
+    /// Spawns `future` as a task of the group; under a limit, the task first waits for a
+    /// slot (giving up if the group ends first) and holds it until `future` ends.
+    fn start<F>(&self, future: F)
     where
-        B: FnOnce(Context, Option<OwnedSemaphorePermit>) -> Fut + Send + 'static,
-        Fut: Future<Output = Outcome<E>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
     {
-        let ctx = self.ctx.clone();
-        let shared = self.shared.clone();
-        let slot = lock(&self.limit).clone();
-        lock(&self.tasks).spawn(async move {
-            let Some(permit) = acquire(&ctx, slot).await else {
-                return;
-            };
-            match body(ctx, permit).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => shared.fail(err),
-                Err(payload) => shared.panicked(payload),
-            }
-        });
+        let task = GroupTask {
+            shared: self.shared.clone(),
+            future,
+        };
+        let limit = if self.limited.load(Ordering::Acquire) {
+            lock(&self.limit).clone()
+        } else {
+            None
+        };
+        let mut tasks = lock(&self.tasks);
+        match limit {
+            // No limit, the usual case: the task is the future itself, nothing around it.
+            None => drop(tasks.spawn(task)),
+            Some(semaphore) => drop(tasks.spawn(async move {
+                let Ok(Ok(_permit)) = task.shared.ctx.run(semaphore.acquire_owned()).await else {
+                    return; // the group ended while we waited
+                };
+                task.await
+            })),
+        }
     }
 
     /// Waits for every task to end, then returns the first error (in time), if any. If a
@@ -294,7 +299,7 @@ impl<E> Drop for Group<E> {
 impl<E> fmt::Debug for Group<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
-            .field("ctx", &self.ctx)
+            .field("ctx", &self.shared.ctx)
             .field("tasks", &lock(&self.tasks).len())
             .finish_non_exhaustive()
     }
@@ -350,40 +355,35 @@ impl fmt::Debug for TaskFailed {
 
 impl std::error::Error for TaskFailed {}
 
-/// How a task ended: its own result, or the payload of its panic.
-type Outcome<E> = Result<Result<(), E>, Box<dyn Any + Send>>;
-
-/// Waits for a slot under the limit, if there is one; `None` if the group ended first.
-async fn acquire(
-    ctx: &Context,
-    slot: Option<Arc<Semaphore>>,
-) -> Option<Option<OwnedSemaphorePermit>> {
-    match slot {
-        None => Some(None),
-        Some(semaphore) => match ctx.run(semaphore.acquire_owned()).await {
-            Ok(Ok(permit)) => Some(Some(permit)),
-            _ => None,
-        },
-    }
-}
-
 pin_project_lite::pin_project! {
-    /// Polls a future, turning a panic into `Err(payload)` so the group can react at once.
-    struct CatchUnwind<F> {
+    /// A task of the group: its future, polled with the group's context current; its error
+    /// or its panic settles the group at once.
+    struct GroupTask<E, F> {
+        shared: Arc<Shared<E>>,
         #[pin]
         future: F,
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
+impl<E, F> Future for GroupTask<E, F>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: Future<Output = Result<(), E>>,
+{
+    type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let future = self.project().future;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(payload)),
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        let (shared, future) = (&**this.shared, this.future);
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| shared.ctx.enter(|| future.poll(cx))));
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(()))) => {}
+            Ok(Poll::Ready(Err(err))) => shared.fail(err),
+            // Ready too: a panicked future is never polled again.
+            Err(payload) => shared.panicked(payload),
         }
+        Poll::Ready(())
     }
 }
