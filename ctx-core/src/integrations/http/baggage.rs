@@ -45,6 +45,9 @@ use crate::{Context, ContextKey};
 
 /// The header's name.
 pub const BAGGAGE: &str = "baggage";
+
+/// The same, ready to look up or insert (see `GRPC_TIMEOUT_NAME`).
+pub(crate) const BAGGAGE_NAME: http::HeaderName = http::HeaderName::from_static(BAGGAGE);
 /// At most this many entries are sent or accepted (W3C).
 pub const MAX_ENTRIES: usize = 64;
 /// At most this many bytes of baggage are sent or accepted (W3C).
@@ -237,13 +240,13 @@ pub(super) fn inject(keys: &BaggageKeys, ctx: &Context, headers: &mut http::Head
     let Some(entries) = keys.encode(ctx) else {
         return;
     };
-    let header = match headers.get(BAGGAGE).map(http::HeaderValue::to_str) {
+    let header = match headers.get(BAGGAGE_NAME).map(http::HeaderValue::to_str) {
         Some(Ok(theirs)) if !theirs.is_empty() => format!("{theirs},{entries}"),
         _ => entries,
     };
     // Tokens and percent-encoded values: visible ASCII.
     if let Ok(value) = http::HeaderValue::from_str(&header) {
-        headers.insert(BAGGAGE, value);
+        headers.insert(BAGGAGE_NAME, value);
     }
 }
 

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::baggage::{self, BaggageKeys};
-use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
+use super::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout, parse_grpc_timeout};
 use crate::{Context, Error, Run};
 
 /// The error type of [`PropagateDeadline`]: the inner service's error or a context [`Error`]
@@ -100,12 +100,12 @@ where
             // A request that set a shorter timeout of its own keeps it.
             let own = request
                 .headers()
-                .get(GRPC_TIMEOUT)
+                .get(GRPC_TIMEOUT_NAME)
                 .and_then(|v| parse_grpc_timeout(v.as_bytes()).ok());
             if own.is_none_or(|own| remaining < own) {
                 let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
                     .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT, value);
+                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
             }
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());

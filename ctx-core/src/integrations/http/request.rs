@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::Request;
 
-use super::baggage::{BAGGAGE, BaggageKeys, BaggageReport};
-use super::grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, parse_grpc_timeout};
+use super::baggage::{BAGGAGE_NAME, BaggageKeys, BaggageReport};
+use super::grpc_timeout::{GRPC_TIMEOUT_NAME, InvalidTimeout, parse_grpc_timeout};
 use crate::{CancelScope, Context};
 
 /// A server layer's settings.
@@ -47,7 +47,7 @@ impl ServerConfig {
         &self,
         request: &mut Request<B>,
     ) -> Result<RequestContext, InvalidTimeout> {
-        let asked = match request.headers().get(GRPC_TIMEOUT) {
+        let asked = match request.headers().get(GRPC_TIMEOUT_NAME) {
             None => None,
             Some(value) => Some(parse_grpc_timeout(value.as_bytes())?),
         };
@@ -59,8 +59,12 @@ impl ServerConfig {
             Some(t) => self.root.with_timeout(t),
             None => self.root.with_cancel(),
         };
-        let ctx = match request.headers().get(BAGGAGE) {
-            Some(header) if !self.baggage.is_empty() => {
+        let baggage = match self.baggage.is_empty() {
+            true => None, // not trusted: not even looked up
+            false => request.headers().get(BAGGAGE_NAME),
+        };
+        let ctx = match baggage {
+            Some(header) => {
                 let (ctx, report) = match header.to_str() {
                     Ok(header) => self.baggage.decode(scope.context(), header),
                     Err(_) => (scope.context().clone(), BaggageReport::not_text()),

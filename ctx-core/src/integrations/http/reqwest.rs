@@ -12,7 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::baggage::{self, BaggageKeys};
 use super::body::RacedBody;
-use super::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout};
+use super::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout};
 use super::{BoxError, HopError, Origin};
 use crate::{Context, Error};
 
@@ -144,7 +144,7 @@ impl Middleware for DeadlineMiddleware {
                 let budget = timeout.unwrap_or(remaining);
                 let value = HeaderValue::from_str(&format_grpc_timeout(budget))
                     .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT, value);
+                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
             }
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());

@@ -17,7 +17,7 @@ use tower_service::Service;
 use super::status::{grpc_status_code, hop_status};
 use crate::http::baggage::{self, BaggageKeys};
 use crate::http::body::RacedBody;
-use crate::http::grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
+use crate::http::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout, parse_grpc_timeout};
 use crate::http::{BoxError, HopError, Origin};
 use crate::{Context, Error, Run};
 
@@ -144,12 +144,12 @@ where
             }
             let own = request
                 .headers()
-                .get(GRPC_TIMEOUT)
+                .get(GRPC_TIMEOUT_NAME)
                 .and_then(|v| parse_grpc_timeout(v.as_bytes()).ok());
             if own.is_none_or(|own| remaining < own) {
                 let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
                     .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT, value);
+                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
             }
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());

@@ -150,7 +150,8 @@ pin_project_lite::pin_project! {
         run: Option<Run<'static, Scoped<F>>>,
         scope: Option<CancelScope>,
         deadline: Option<Instant>,
-        answered: Option<Status>,
+        // Boxed: rare, and large enough that every move of the future would copy it.
+        answered: Option<Box<Status>>,
     }
 
     impl<F> PinnedDrop for ServerFuture<F> {
@@ -169,7 +170,7 @@ impl<F> ServerFuture<F> {
             run: None,
             scope: None,
             deadline: None,
-            answered: Some(status),
+            answered: Some(Box::new(status)),
         }
     }
 }
@@ -189,7 +190,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Some(status) = this.answered.take() {
-            return Poll::Ready(Ok(status_response(status)));
+            return Poll::Ready(Ok(status_response(*status)));
         }
         let Some(run) = this.run.as_mut().as_pin_mut() else {
             panic!("ServerFuture polled after completion");
@@ -217,20 +218,20 @@ where
                 return Poll::Ready(Ok(status_response(status)));
             }
         };
-        // A trailers-only error that merely reflects the context's end is answered as what
-        // the context says (DEADLINE_EXCEEDED, or UNAVAILABLE at shutdown).
-        if let Some(code) = grpc_status_code(response.headers())
-            && matches!(code, Code::Cancelled | Code::Unknown)
-            && let Some(err) = ended(&scope, *this.deadline)
-        {
-            let status = server_status(err, scope.cause());
-            drop(scope);
-            return Poll::Ready(Ok(status_response(status)));
-        }
         // A response with nothing more to send (a trailers-only status) ends the RPC now, and
         // must go out as HEADERS with END_STREAM: gRPC peers read a trailers-only response
         // followed by an empty DATA frame as a stream without trailers.
         if response.body().is_end_stream() {
+            // A trailers-only error that merely reflects the context's end is answered as
+            // what the context says (DEADLINE_EXCEEDED, or UNAVAILABLE at shutdown).
+            if let Some(code) = grpc_status_code(response.headers())
+                && matches!(code, Code::Cancelled | Code::Unknown)
+                && let Some(err) = ended(&scope, *this.deadline)
+            {
+                let status = server_status(err, scope.cause());
+                drop(scope);
+                return Poll::Ready(Ok(status_response(status)));
+            }
             drop(scope);
             return Poll::Ready(Ok(response.map(|_| ServerBody::empty())));
         }

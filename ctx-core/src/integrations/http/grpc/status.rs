@@ -75,10 +75,12 @@ pub fn hop_error(status: &Status) -> Option<&HopError> {
     std::error::Error::source(status)?.downcast_ref::<HopError>()
 }
 
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` in `headers`, if any (a trailers-only response, or trailers).
 pub(super) fn grpc_status_code(headers: &HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 
