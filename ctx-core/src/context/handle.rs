@@ -121,7 +121,7 @@ impl Context {
     #[track_caller]
     pub fn with_cancel(&self) -> CancelScope {
         CancelScope::new(Context {
-            link: self.link.derive_cancel(None, None, Location::caller()),
+            link: self.link.derive_child(Location::caller()),
         })
     }
 

@@ -44,10 +44,7 @@ pub struct CancelScope {
 impl CancelScope {
     pub(in crate::context) fn new(ctx: Context) -> CancelScope {
         CancelScope {
-            handle: CancelHandle {
-                ctx,
-                cancelled: false,
-            },
+            handle: CancelHandle { ctx },
         }
     }
 
@@ -112,31 +109,40 @@ impl fmt::Debug for CancelScope {
 /// Cancels one derived context; not `Clone`, `Send + Sync`. Dropping it cancels.
 ///
 /// Obtained from [`CancelScope::into_parts`].
+///
+/// Its only field is the context (16 bytes, returned in registers): an explicit cancel
+/// takes the context out rather than setting a flag for `Drop`.
 pub struct CancelHandle {
     ctx: Context,
-    /// Whether `cancel`/`cancel_with` ran (the drop has nothing left to do).
-    cancelled: bool,
 }
 
 impl CancelHandle {
     /// Cancels the context with [`Error::Cancelled`]; the first cancel wins. The cause's
     /// [`location`](Cause::location) is this call.
     #[track_caller]
-    pub fn cancel(mut self) {
-        self.cancelled = true;
+    pub fn cancel(self) {
+        let ctx = self.into_context();
         // Sole reference: no one could observe it (see `Drop`).
-        if !self.ctx.is_sole_reference() {
-            self.ctx.cancel(Error::Cancelled, None, Location::caller());
+        if !ctx.is_sole_reference() {
+            ctx.cancel(Error::Cancelled, None, Location::caller());
         }
     }
 
     /// Cancels the context with [`Error::Cancelled`], recording `cause` (and this call as
     /// its [`location`](Cause::location)).
     #[track_caller]
-    pub fn cancel_with(mut self, cause: impl Into<Cause>) {
-        self.cancelled = true;
-        self.ctx
-            .cancel(Error::Cancelled, Some(cause.into()), Location::caller());
+    pub fn cancel_with(self, cause: impl Into<Cause>) {
+        let cause = cause.into(); // user code (`Into`) runs before the handle is taken apart
+        self.into_context()
+            .cancel(Error::Cancelled, Some(cause), Location::caller());
+    }
+
+    /// The context, without running `Drop` (the caller cancels it itself).
+    fn into_context(self) -> Context {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and never dropped, so its one field is moved
+        // out exactly once.
+        unsafe { std::ptr::read(&this.ctx) }
     }
 }
 
@@ -146,7 +152,7 @@ impl Drop for CancelHandle {
         // after-func; each holds a reference), so no one could observe its cancel: the node
         // is about to be freed, and its `Drop` unlinks it, releases its timer and dispatches
         // its after-funcs.
-        if self.cancelled || self.ctx.is_sole_reference() {
+        if self.ctx.is_sole_reference() {
             return;
         }
         // `Drop` cannot track its caller: the cause's location is where the scope was made.

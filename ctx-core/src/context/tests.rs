@@ -196,6 +196,8 @@ fn contended_derivations_spread_the_parent() {
 fn a_node_fits_in_120_bytes() {
     use crate::context::tree::{Link, Node};
     assert_eq!(std::mem::size_of::<Link>(), 16);
+    // A scope is its context alone: returned whole, no flag word to spill.
+    assert_eq!(std::mem::size_of::<crate::CancelScope>(), 16);
     assert!(
         std::mem::size_of::<Node<()>>() + 16 <= 120,
         "{}",

@@ -239,7 +239,16 @@ pub(super) fn link(owner: &Core, inner: &mut Inner, child: &Core) {
 }
 
 /// Removes `core` from the list it is linked in, if any (invariants 2 and 3).
+#[inline]
 pub(super) fn unlink(core: &Core) {
+    // In no list (a root's child, born done, or unlinked already): the common drop.
+    if !core.owner.load(Acquire).is_null() {
+        unlink_linked(core);
+    }
+}
+
+#[inline(never)]
+fn unlink_linked(core: &Core) {
     loop {
         let encoded = core.owner.load(Acquire);
         // Whichever list, its lock is taken, and `owner` re-read under it: an ancestor's walk
