@@ -32,6 +32,8 @@
 //! ns/op; a `CancelScope` cancels when dropped, so here everything a benchmark creates is
 //! dropped inside the timed operation (innermost first, as locals are), and that is timed too.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,6 +41,10 @@ use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{
+    DEEP_VALUE_DEPTHS, Missing, build_context_tree, build_token_tree, drop_token_tree, drop_tree,
+    value_chain,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ctx_core::{CancelScope, Context, ContextKey};
 use futures::FutureExt as _;
@@ -235,47 +241,7 @@ fn with_timeout(c: &mut Criterion) {
 // BenchmarkCancelTree/depth=D/Root=R
 // ---------------------------------------------------------------------------------------
 
-/// Go's `buildContextTree`: a chain of `depth` cancellable contexts under `root`. Go drops
-/// the cancel funcs and keeps each level alive through its child; here the scopes go into
-/// `chain` (reused, so no allocation of its own) to keep them alive, because dropping a
-/// scope cancels it.
-fn build_context_tree(root: &Context, depth: usize, chain: &mut Vec<CancelScope>) {
-    let mut next = root.with_cancel();
-    for _ in 1..depth {
-        let child = next.with_cancel();
-        chain.push(next);
-        next = child;
-    }
-    chain.push(next);
-}
-
-/// Drops the chain innermost first, as locals go out of scope.
-fn drop_tree(chain: &mut Vec<CancelScope>) {
-    while let Some(scope) = chain.pop() {
-        drop(scope);
-    }
-}
-
-/// tokio-util's `buildContextTree`. `WithCancel(Background())` is a root token; every level
-/// is kept alive in `chain`, since a token whose handles are all dropped leaves the tree
-/// (its children move up), which would flatten the chain Go builds.
-fn build_token_tree(
-    root: Option<&CancellationToken>,
-    depth: usize,
-    chain: &mut Vec<CancellationToken>,
-) {
-    chain.push(root.map_or_else(CancellationToken::new, CancellationToken::child_token));
-    for _ in 1..depth {
-        let child = chain.last().expect("just pushed").child_token();
-        chain.push(child);
-    }
-}
-
-fn drop_token_tree(chain: &mut Vec<CancellationToken>) {
-    while let Some(token) = chain.pop() {
-        drop(token);
-    }
-}
+// `build_context_tree`, `drop_tree` and their tokio-util twins: `common/mod.rs`.
 
 fn cancel_tree(c: &mut Criterion) {
     let mut group = c.benchmark_group("CancelTree");
@@ -423,29 +389,7 @@ fn context_cancel_done(c: &mut Criterion) {
 // BenchmarkDeepValue{NewGoRoutine,SameGoRoutine}/depth=D
 // ---------------------------------------------------------------------------------------
 
-/// The key type of every level of the chain (Go: distinct `int` keys `0..depth`; in Rust
-/// keys are types, and one type for the whole chain is the realistic shape). Note that the
-/// miss is then answered by each node's summary of the key types above it, without a walk;
-/// a chain of dozens of distinct key types (Go's shape, taken literally) fills the summary
-/// and the lookup walks the chain as Go's does.
-struct Depth(#[allow(dead_code)] usize);
-
-impl ContextKey for Depth {
-    const NAME: &'static str = "Depth";
-}
-
-/// A key type nowhere in the chain (Go: `ctx.Value(-1)`): a miss over the whole chain.
-struct Missing;
-
-impl ContextKey for Missing {
-    const NAME: &'static str = "Missing";
-}
-
-const DEEP_VALUE_DEPTHS: [usize; 5] = [10, 20, 30, 50, 100];
-
-fn value_chain(depth: usize) -> Context {
-    (0..depth).fold(Context::background(), |ctx, i| ctx.with_value(Depth(i)))
-}
+// `Depth`, `Missing`, `DEEP_VALUE_DEPTHS` and `value_chain`: `common/mod.rs`.
 
 /// Go starts a goroutine per lookup and waits for it. The Rust analogue of a goroutine is a
 /// task, not an OS thread (a thread per lookup would cost ~20 µs, a hand-off to a parked

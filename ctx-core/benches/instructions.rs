@@ -21,66 +21,18 @@
 //! instruction count under callgrind (it serialises threads) cannot see. Unknown arguments
 //! starting with `--` (cargo passes `--bench`) are ignored.
 
+mod common;
+
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use ctx_core::{CancelScope, Context, ContextKey};
+use common::{
+    DEEP_VALUE_DEPTHS, Missing, build_context_tree, build_token_tree, drop_token_tree, drop_tree,
+    value_chain,
+};
+use ctx_core::Context;
 use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
-
-// --- copied from go_parity.rs ---------------------------------------------------------
-
-fn build_context_tree(root: &Context, depth: usize, chain: &mut Vec<CancelScope>) {
-    let mut next = root.with_cancel();
-    for _ in 1..depth {
-        let child = next.with_cancel();
-        chain.push(next);
-        next = child;
-    }
-    chain.push(next);
-}
-
-fn drop_tree(chain: &mut Vec<CancelScope>) {
-    while let Some(scope) = chain.pop() {
-        drop(scope);
-    }
-}
-
-fn build_token_tree(
-    root: Option<&CancellationToken>,
-    depth: usize,
-    chain: &mut Vec<CancellationToken>,
-) {
-    chain.push(root.map_or_else(CancellationToken::new, CancellationToken::child_token));
-    for _ in 1..depth {
-        let child = chain.last().expect("just pushed").child_token();
-        chain.push(child);
-    }
-}
-
-fn drop_token_tree(chain: &mut Vec<CancellationToken>) {
-    while let Some(token) = chain.pop() {
-        drop(token);
-    }
-}
-
-struct Depth(#[allow(dead_code)] usize);
-
-impl ContextKey for Depth {
-    const NAME: &'static str = "Depth";
-}
-
-struct Missing;
-
-impl ContextKey for Missing {
-    const NAME: &'static str = "Missing";
-}
-
-const DEEP_VALUE_DEPTHS: [usize; 5] = [10, 20, 30, 50, 100];
-
-fn value_chain(depth: usize) -> Context {
-    (0..depth).fold(Context::background(), |ctx, i| ctx.with_value(Depth(i)))
-}
 
 // --------------------------------------------------------------------------------------
 

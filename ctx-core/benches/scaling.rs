@@ -34,9 +34,12 @@
 //! `cargo bench -p ctx-core --bench scaling -- --quick` stops at 10k (a smoke test). Other
 //! arguments (cargo passes `--bench`) are ignored.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::keep_freed_memory;
 use ctx_core::{CancelScope, Context};
 
 const SIZES: [usize; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
@@ -210,23 +213,6 @@ fn table(title: &str, what: &str, sizes: &[usize], shape: fn(usize, usize) -> Sa
         );
     }
     rows
-}
-
-/// Tells glibc's `malloc` to keep what is freed (see the module docs). False elsewhere.
-fn keep_freed_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: `mallopt` only sets allocator parameters; it is called before this
-        // process's other threads exist (there are none), with documented parameters.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
-                && libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
 }
 
 fn main() {

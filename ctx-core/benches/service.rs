@@ -27,6 +27,8 @@
 //! Run: `cargo bench -p ctx-core --features tokio --bench service` (a filter that matches no
 //! benchmark, e.g. `-- statement`, prints the statement alone).
 
+mod common;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -34,6 +36,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Waker};
 use std::time::{Duration, Instant};
 
+use common::keep_freed_memory;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use ctx_core::{CancelScope, Context, Error, Group, cancellable};
 use tokio::runtime::Runtime;
@@ -382,23 +385,6 @@ fn statement(kept: bool) {
         (per(macro_) - per(checkpoint)) * LOOP as f64,
         verdict(pct(macro_) <= 5.0)
     );
-}
-
-/// Tells glibc's `malloc` to keep what is freed (see the module docs). False elsewhere.
-fn keep_freed_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in
-        // `main`, before any other thread exists, with documented parameters.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
-                && libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
 }
 
 fn main() {
