@@ -5,14 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
-use http::{HeaderValue, Request};
+use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::baggage::{self, BaggageKeys};
-use super::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout, parse_grpc_timeout};
+use super::grpc_timeout::{remaining_budget, send_budget};
 use crate::{Context, Error, Run};
 
 /// The error type of [`PropagateDeadline`]: the inner service's error or a context [`Error`]
@@ -89,24 +88,11 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let ctx = self.ctx.clone().unwrap_or_else(Context::current);
-        if let Some(err) = ctx.err() {
-            return DeadlineFuture::failed(err);
-        }
-        if let Some(deadline) = ctx.deadline() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return DeadlineFuture::failed(Error::DeadlineExceeded);
-            }
+        match remaining_budget(&ctx) {
+            Err(err) => return DeadlineFuture::failed(err),
             // A request that set a shorter timeout of its own keeps it.
-            let own = request
-                .headers()
-                .get(GRPC_TIMEOUT_NAME)
-                .and_then(|v| parse_grpc_timeout(v.as_bytes()).ok());
-            if own.is_none_or(|own| remaining < own) {
-                let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
-                    .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
-            }
+            Ok(Some(budget)) => send_budget(request.headers_mut(), budget),
+            Ok(None) => {}
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());
         DeadlineFuture {

@@ -11,6 +11,39 @@ pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// hashed) on every use, a measured 1,300 instructions per request.
 pub(crate) const GRPC_TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_TIMEOUT);
 
+/// What `ctx` leaves an outgoing call: `Err` when the context is done or its deadline has
+/// passed (the call fails locally, unsent), `Ok(None)` when it has no deadline. Shared by
+/// every client: the HTTP and gRPC layers and the reqwest middleware.
+pub(crate) fn remaining_budget(ctx: &crate::Context) -> Result<Option<Duration>, crate::Error> {
+    if let Some(err) = ctx.err() {
+        return Err(err);
+    }
+    let Some(deadline) = ctx.deadline() else {
+        return Ok(None);
+    };
+    match deadline.saturating_duration_since(std::time::Instant::now()) {
+        remaining if remaining.is_zero() => Err(crate::Error::DeadlineExceeded),
+        remaining => Ok(Some(remaining)),
+    }
+}
+
+/// Sends `budget` as the request's `grpc-timeout`, unless it carries a shorter one of its own.
+pub(crate) fn send_budget(headers: &mut http::HeaderMap, budget: Duration) {
+    let own = headers
+        .get(GRPC_TIMEOUT_NAME)
+        .and_then(|value| parse_grpc_timeout(value.as_bytes()).ok());
+    if own.is_none_or(|own| budget < own) {
+        set_grpc_timeout(headers, budget);
+    }
+}
+
+/// Sets the request's `grpc-timeout` to `timeout`.
+pub(crate) fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
+    let value = http::HeaderValue::from_str(&format_grpc_timeout(timeout))
+        .expect("digits and a unit are ASCII");
+    headers.insert(GRPC_TIMEOUT_NAME, value);
+}
+
 /// Why a `grpc-timeout` value was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidTimeout {

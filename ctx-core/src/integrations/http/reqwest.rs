@@ -2,17 +2,16 @@
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Extensions, HeaderValue};
+use http::Extensions;
 use http_body::{Body, Frame, SizeHint};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use super::baggage::{self, BaggageKeys};
 use super::body::RacedBody;
-use super::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout};
+use super::grpc_timeout::{remaining_budget, set_grpc_timeout};
 use super::{BoxError, HopError, Origin};
 use crate::{Context, Error};
 
@@ -125,16 +124,10 @@ impl Middleware for DeadlineMiddleware {
             .get::<Context>()
             .cloned()
             .unwrap_or_else(Context::current);
-        if let Some(err) = ctx.err() {
-            return Err(reqwest_middleware::Error::middleware(hop(err, &request)));
-        }
+        let budget = remaining_budget(&ctx)
+            .map_err(|err| reqwest_middleware::Error::middleware(hop(err, &request)))?;
         let mut ours = false;
-        if let Some(deadline) = ctx.deadline() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                let err = hop(Error::DeadlineExceeded, &request);
-                return Err(reqwest_middleware::Error::middleware(err));
-            }
+        if let Some(remaining) = budget {
             let timeout = request.timeout_mut();
             if timeout.is_none_or(|own| remaining < own) {
                 *timeout = Some(remaining);
@@ -142,9 +135,7 @@ impl Middleware for DeadlineMiddleware {
             }
             if self.grpc_timeout {
                 let budget = timeout.unwrap_or(remaining);
-                let value = HeaderValue::from_str(&format_grpc_timeout(budget))
-                    .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
+                set_grpc_timeout(request.headers_mut(), budget);
             }
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());

@@ -5,10 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
 use tower_layer::Layer;
@@ -17,7 +16,7 @@ use tower_service::Service;
 use super::status::{grpc_status_code, hop_status};
 use crate::http::baggage::{self, BaggageKeys};
 use crate::http::body::RacedBody;
-use crate::http::grpc_timeout::{GRPC_TIMEOUT_NAME, format_grpc_timeout, parse_grpc_timeout};
+use crate::http::grpc_timeout::{remaining_budget, send_budget};
 use crate::http::{BoxError, HopError, Origin};
 use crate::{Context, Error, Run};
 
@@ -134,23 +133,10 @@ where
             parts.authority = authority.parse().ok();
             uri = Uri::from_parts(parts).unwrap_or_default();
         }
-        if let Some(err) = ctx.err() {
-            return ClientFuture::failed(local(err, &uri));
-        }
-        if let Some(deadline) = ctx.deadline() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return ClientFuture::failed(local(Error::DeadlineExceeded, &uri));
-            }
-            let own = request
-                .headers()
-                .get(GRPC_TIMEOUT_NAME)
-                .and_then(|v| parse_grpc_timeout(v.as_bytes()).ok());
-            if own.is_none_or(|own| remaining < own) {
-                let value = HeaderValue::from_str(&format_grpc_timeout(remaining))
-                    .expect("digits and a unit are ASCII");
-                request.headers_mut().insert(GRPC_TIMEOUT_NAME, value);
-            }
+        match remaining_budget(&ctx) {
+            Err(err) => return ClientFuture::failed(local(err, &uri)),
+            Ok(Some(budget)) => send_budget(request.headers_mut(), budget),
+            Ok(None) => {}
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());
         let call = self.inner.call(request);
