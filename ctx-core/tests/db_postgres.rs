@@ -6,12 +6,11 @@
 
 mod db_support;
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ctx_core::db::postgres::deadpool_postgres::{ClientWrapper, Manager, Pool};
 use ctx_core::db::postgres::tokio_postgres::{self, NoTls, error::SqlState};
-use ctx_core::{CancelHandle, Context, Error, db};
+use ctx_core::{Context, Error, db};
 use db_support::cluster::Cluster;
 
 /// The bound the issue sets: a cancelled query is gone on the server this soon after its
@@ -349,22 +348,6 @@ fn the_future_is_send() {
     assert_send(&call);
 }
 
-/// A thread that cancels each handle it is sent after the delay it comes with, spinning
-/// for precision.
-fn canceller() -> mpsc::Sender<(CancelHandle, Duration)> {
-    let (tx, rx) = mpsc::channel::<(CancelHandle, Duration)>();
-    std::thread::spawn(move || {
-        for (handle, delay) in rx {
-            let start = Instant::now();
-            while start.elapsed() < delay {
-                std::hint::spin_loop();
-            }
-            handle.cancel();
-        }
-    });
-    tx
-}
-
 /// lib/pq#1001: a cancel request names a backend, not a statement, so a cancel sent as a
 /// query finishes can land on the next query that connection runs. Each iteration ends a
 /// context at a random point around the end of a short query on a pool of one connection,
@@ -390,7 +373,7 @@ fn a_late_cancel_never_reaches_a_later_query() {
         }
         times.sort();
         let took = times[3];
-        let cancel_at = canceller();
+        let cancel_at = db_support::canceller();
         let (mut cancelled, mut finished) = (0, 0);
         for i in 0..ITERATIONS {
             let (ctx, handle) = Context::background().with_cancel().into_parts();

@@ -7,11 +7,10 @@
 mod db_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ctx_core::db::sqlite::rusqlite::{self, Connection};
-use ctx_core::{CancelHandle, Context, Error, db};
+use ctx_core::{Context, Error, db};
 
 /// Counts to `n` in SQLite: CPU work whose length `n` sets (about 10 ns a row in release,
 /// more in debug builds). `n = 0` runs until interrupted.
@@ -188,22 +187,6 @@ fn a_panic_in_f_disarms_the_interrupt() {
     assert_eq!(count_to(&conn, 200_000).unwrap(), 200_000);
 }
 
-/// A thread that cancels each handle it is sent after the delay it comes with, spinning
-/// for precision (these races are microseconds wide).
-fn canceller() -> mpsc::Sender<(CancelHandle, Duration)> {
-    let (tx, rx) = mpsc::channel::<(CancelHandle, Duration)>();
-    std::thread::spawn(move || {
-        for (handle, delay) in rx {
-            let start = Instant::now();
-            while start.elapsed() < delay {
-                std::hint::spin_loop();
-            }
-            handle.cancel();
-        }
-    });
-    tx
-}
-
 /// The race the guard exists for: a context that ends just as `f` finishes. Its
 /// after-func runs on another thread a moment later; without the guard, that late
 /// `interrupt()` lands on whatever statement the connection runs next. Each iteration
@@ -230,7 +213,7 @@ fn an_interrupt_never_reaches_a_later_statement() {
         short *= 2;
     }
     let took = median(short);
-    let cancel_at = canceller();
+    let cancel_at = db_support::canceller();
     let (mut interrupted, mut finished) = (0, 0);
     for i in 0..ITERATIONS {
         let (ctx, handle) = Context::background().with_cancel().into_parts();

@@ -1,5 +1,5 @@
-//! Helpers for the `db_*` tests: running this package's examples, and (feature `postgres`)
-//! a throw-away PostgreSQL cluster.
+//! Helpers for the `db_*` tests: running this package's examples, cancelling at a chosen
+//! instant, and (feature `postgres`) a throw-away PostgreSQL cluster.
 
 #![allow(dead_code)] // each test binary uses a part
 
@@ -8,6 +8,26 @@ pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ctx_core::CancelHandle;
+
+/// A thread that cancels each handle it is sent after the delay it comes with, spinning
+/// for precision (the races the db tests aim at are microseconds wide).
+pub fn canceller() -> mpsc::Sender<(CancelHandle, Duration)> {
+    let (tx, rx) = mpsc::channel::<(CancelHandle, Duration)>();
+    std::thread::spawn(move || {
+        for (handle, delay) in rx {
+            let start = Instant::now();
+            while start.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            handle.cancel();
+        }
+    });
+    tx
+}
 
 /// `target/<profile>`: a test binary lives in its `deps/`.
 fn profile_dir() -> PathBuf {
