@@ -317,12 +317,11 @@ impl Link {
         cause: Option<Cause>,
         created: &'static Location<'static>,
     ) -> Link {
-        // The parent's deadline, if we have none of our own, is copied as it is kept.
-        let effective = match own {
-            Some((at, _)) => Deadline::new(Some(at)),
-            None => self.core().map_or(Deadline::NONE, |parent| parent.deadline),
+        let Some((at, now)) = own else {
+            // A plain cancel child (`cause` is only ever reported for a deadline of its own).
+            return self.derive_child(created);
         };
-        let core = || Kind::Cancel(Core::new(effective, own.is_some(), own.and(cause), created));
+        let core = || Kind::Cancel(Core::new(Deadline::new(Some(at)), true, cause, created));
         let child = self.derive(self.keys(), core, (), created);
         let Link::Node(node) = &child else {
             unreachable!("derive makes a node")
@@ -331,12 +330,10 @@ impl Link {
         if let Some(parent) = self.core() {
             parent.attach(core);
         }
-        if let Some((at, now)) = own {
-            if at <= now {
-                walk::expire(node);
-            } else {
-                core.arm(node, at);
-            }
+        if at <= now {
+            walk::expire(node);
+        } else {
+            core.arm(node, at);
         }
         child
     }
