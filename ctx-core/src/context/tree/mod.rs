@@ -271,13 +271,15 @@ impl Link {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
         // Allocate first, then build the node in place: `Arc::new` builds it on the stack and
         // copies it over, `new_cyclic` ends with a locked increment that waits for every
-        // store before it (each measured at a third of a derivation).
-        let mut uninit = Arc::<Node<V>>::new_uninit();
-        let slot = Arc::get_mut(&mut uninit)
-            .expect("a new Arc is unique")
-            .as_mut_ptr();
-        // SAFETY: `slot` is the new node's memory, ours alone; every field is written, one
-        // by one (a whole `Node` written at once is built on the stack first and copied).
+        // store before it, and `Arc::get_mut` locks the weak count to prove what we know,
+        // that a new `Arc` is unique (each measured at a third of a derivation, or more).
+        let uninit = Arc::<Node<V>>::new_uninit();
+        let slot = Arc::as_ptr(&uninit).cast_mut().cast::<Node<V>>();
+        // SAFETY: `uninit` was just made, so there is no other `Arc` or `Weak` and no
+        // reference to its value: the memory `slot` points at is ours alone (what
+        // `Arc::get_mut` would check), and `Arc::as_ptr` derives it from the allocation, not
+        // from a shared reference, so it may be written. Every field is written, one by one (a
+        // whole `Node` written at once is built on the stack first and copied).
         let node: NodeRef = unsafe {
             (&raw mut (*slot).parent).write(self.clone());
             (&raw mut (*slot).keys).write(keys);
