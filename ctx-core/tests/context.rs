@@ -157,6 +157,22 @@ fn deadline_in_the_past_is_born_exceeded() {
     assert_eq!(zero.cause().unwrap().to_string(), "no time");
 }
 
+/// A deadline child of a cancelled parent is born cancelled, with the parent's cause, even
+/// when its own deadline is a nanosecond away and the driver could fire it while it is being
+/// derived: the parent's end came first, so it wins (as in Go). None of them is left armed.
+#[test]
+fn a_deadline_child_of_a_done_parent_is_born_with_the_parents_error() {
+    let (parent, cancel) = Context::background().with_cancel().into_parts();
+    cancel.cancel_with("parent gone");
+    for _ in 0..10_000 {
+        let child = parent.with_timeout(Duration::from_nanos(1));
+        assert_eq!(child.err(), Some(Error::Cancelled));
+        assert_eq!(child.cause().unwrap().to_string(), "parent gone");
+    }
+    let child = parent.with_timeout(Duration::from_secs(3600));
+    assert_eq!(child.err(), Some(Error::Cancelled));
+}
+
 #[test]
 fn earlier_parent_deadline_wins() {
     let parent = Context::background().with_timeout(Duration::from_millis(30));

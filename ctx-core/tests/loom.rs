@@ -193,6 +193,30 @@ fn disarm_races_fire() {
     });
 }
 
+/// A deadline child is armed before it is attached to its parent (invariant 7), so the
+/// driver may fire it while the derivation links it, and the parent's cancel may race both:
+/// the child ends once, with the parent's error or its own, is done once both the cancel and
+/// the derivation returned, and frees cleanly (a later deadline still fires).
+#[test]
+fn a_deadline_child_armed_before_its_attach_races_the_parents_cancel() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel().into_parts();
+        let deriver = thread::spawn(move || parent.with_timeout(Duration::from_nanos(1)));
+        cancel.cancel();
+        let child = deriver.join().unwrap();
+        let err = child.err();
+        assert!(
+            matches!(err, Some(Error::Cancelled | Error::DeadlineExceeded)),
+            "{err:?}"
+        );
+        assert_eq!(child.wait(), err.unwrap());
+        drop(child);
+        let later = Context::background().with_timeout(Duration::from_nanos(1));
+        assert_eq!(later.wait(), Error::DeadlineExceeded);
+        ctx_core::__stop_deadline_driver();
+    });
+}
+
 /// Both parents of a merge cancel at once: the merge ends with one of their causes, and
 /// it is done by the time either cancel returns.
 #[test]

@@ -11,7 +11,7 @@ use std::cell::UnsafeCell;
 
 use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
-use super::{NodeRef, Panic, WeakNode, catch, timer};
+use super::{Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, lock};
 
@@ -144,6 +144,16 @@ impl Deadline {
             Some(after) => Deadline(nanos(after)),
             None => Deadline(-nanos(base.duration_since(at))),
         }
+    }
+
+    /// Now, as a deadline (the timer driver's clock).
+    pub(super) fn now() -> Deadline {
+        Deadline::new(Some(Instant::now()))
+    }
+
+    /// Nanoseconds from the base (`i64::MIN` for none): what the timer heap orders by.
+    pub(super) fn nanos(self) -> i64 {
+        self.0
     }
 
     fn get(self) -> Option<Instant> {
@@ -319,19 +329,21 @@ impl Core {
         self as *const Core as *mut Core
     }
 
-    /// Marks a new, unshared core done as its parent is: no lock is needed, as nothing
-    /// else can see it yet, and it has no waiters, after-funcs, children or timer.
+    /// Marks a new core done as its parent is. It is not yet shared and has no waiters,
+    /// after-funcs or children; only the deadline driver may see it, if it was armed
+    /// (invariant 7), so only then is the lock needed, to end it once.
     pub(super) fn born_done(&self, err: Error, root: *const Core) {
-        self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
-        self.state.store(state_of(err), Release);
-    }
-
-    /// Arms this core's own deadline timer, unless it is already done (invariant 7).
-    pub(super) fn arm(&self, node: &NodeRef, deadline: Instant) {
-        let _inner = lock(&self.inner);
-        if !self.is_done() {
-            timer::arm(self, node, deadline);
+        if !self.own_deadline {
+            self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
+            self.state.store(state_of(err), Release);
+            return;
         }
+        let _inner = lock(&self.inner);
+        if self.state.load(Relaxed) == LIVE {
+            self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
+            self.state.store(state_of(err), Release);
+            timer::disarm(self);
+        } // else the deadline fired first: the driver ended it
     }
 
     /// Registers `waker` for this core's end, or reports the error if it already came.

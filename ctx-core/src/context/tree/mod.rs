@@ -43,9 +43,10 @@
 //!    count already reached zero; and while the driver holds a timer shard's lock, every core
 //!    that shard's slots name is valid memory.
 //! 5. **Done lists are empty.** A done core's lists stay empty forever: new children of a
-//!    done parent are born done and are never linked; a live one is never armed. (A shard's
-//!    push checks the core is live under the shard's lock, which the walk takes after
-//!    marking the core done.)
+//!    done parent are born done and are never linked. (A shard's push checks the core is
+//!    live under the shard's lock, which the walk takes after marking the core done.) A
+//!    done child may sit in a live list: one whose deadline fired between its arming and
+//!    its attach (invariant 7). It has no children; a walk skips it, its drop unlinks it.
 //! 6. **A walk holds its root.** A cancel walk holds the lock of the core it started at (its
 //!    root) from marking it done until every descendant is done, and every core it ends
 //!    records that root in `cause_from`. A cancel that finds a core already done waits on
@@ -53,8 +54,9 @@
 //!    subtree is done, not only the one that won.
 //! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
 //!    `NO_SLOT` exactly when the core has no live slot in a shard (a disarmed core's slot
-//!    is dead at once, and names no core). A core is armed only under its
-//!    own lock while live, and its end disarms it under that lock.
+//!    is dead at once, and names no core). A core is armed once, while live, before it is
+//!    attached to its parent: then no walk can reach it, only the driver, which ends it as
+//!    any walk does. Its end (by a walk, or born done) disarms it under its own lock.
 //! 8. **No lost driver wake-up.** An arm that puts an entry first in its shard bumps `epoch`
 //!    and then reads `next_wake`; the driver stores `next_wake` and then reads `epoch` before
 //!    it sleeps (all `SeqCst`). Either the driver sees the new epoch and rescans, or the arm
@@ -329,13 +331,22 @@ impl Link {
             unreachable!("derive makes a node")
         };
         let core = node.core().expect("a cancel node has a core");
-        if let Some(parent) = self.core() {
-            parent.attach(core);
-        }
         if at <= now {
+            if let Some(parent) = self.core() {
+                parent.attach(core);
+            }
             walk::expire(node);
         } else {
-            core.arm(node, at);
+            // Armed before it is attached: no walk can reach it yet, so it needs no lock
+            // (invariant 7). Not if the parent is already done: the child is born done with
+            // the parent's error, which a deadline fired meanwhile must not pre-empt.
+            let parent = self.core();
+            if parent.is_none_or(|parent| !parent.is_done()) {
+                timer::arm(core, node);
+            }
+            if let Some(parent) = parent {
+                parent.attach(core);
+            }
         }
         child
     }

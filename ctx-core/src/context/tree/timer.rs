@@ -1,7 +1,8 @@
 //! The deadline driver: one lazily started thread that cancels contexts whose deadline
 //! passed, so deadlines work with no async runtime at all.
 //!
-//! Pending deadlines sit in binary min-heaps of `(Instant, slot)`; the slot, in a slab,
+//! Pending deadlines sit in binary min-heaps of `(deadline, slot)`, 16 bytes each (the
+//! deadline in nanoseconds, as the core keeps it); the slot, in a slab,
 //! holds a weak reference to the node, so an armed timer never keeps a context alive.
 //! Arming pushes an entry (O(1) for the usual deadline, later than those pending; O(log n)
 //! at worst). Disarming (a deadline context cancelled or dropped early, the common case)
@@ -23,8 +24,9 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::time::Instant;
+use std::time::Duration;
 
+use super::core::Deadline;
 use super::slab::Slab;
 use super::{Core, Node, NodeRef, walk};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
@@ -41,9 +43,9 @@ struct Driver {
     shards: [Shard; SHARDS],
     /// Bumped by arms that put an entry first in their shard (invariant 8).
     epoch: AtomicU64,
-    /// When the driver will next wake, in nanoseconds after `base`; 0 while it is awake.
+    /// When the driver will next wake (a `Deadline`'s nanoseconds, at least 0); 0 while it
+    /// is awake.
     next_wake: AtomicU64,
-    base: Instant,
     /// Whether the driver thread was started.
     sleep: Mutex<bool>,
     wake: Condvar,
@@ -73,8 +75,9 @@ struct Timers {
 
 #[derive(Clone, Copy)]
 struct Entry {
-    at: Instant,
-    slot: usize,
+    /// The deadline, in `Deadline` nanoseconds.
+    at: i64,
+    slot: u32,
 }
 
 /// An armed core, or a dead slot (`core` null) whose heap entry is yet to be discarded.
@@ -99,7 +102,6 @@ impl Driver {
             shards: std::array::from_fn(|_| Shard(Mutex::new(Timers::default()))),
             epoch: AtomicU64::new(0),
             next_wake: AtomicU64::new(u64::MAX),
-            base: Instant::now(),
             sleep: Mutex::new(false),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -143,39 +145,45 @@ fn my_shard() -> usize {
         .unwrap_or(0)
 }
 
-fn nanos_after(base: Instant, at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+/// `at` as `next_wake` holds it.
+fn wake_at(at: i64) -> u64 {
+    u64::try_from(at).unwrap_or(0)
 }
 
 /// Whether an entry for `at` is due at `now`. Loom models have no clock: there every armed
 /// deadline is due, and what the models check is that the driver sees it.
-fn is_due(at: Instant, now: Instant) -> bool {
+fn is_due(at: i64, now: i64) -> bool {
     cfg!(ctx_loom) || at <= now
 }
 
-/// Arms `core`'s deadline. The caller holds `core`'s lock and has checked it is live
-/// (invariant 7).
-pub(super) fn arm(core: &Core, node: &NodeRef, at: Instant) {
+/// Arms `core`'s deadline: a new core, live and not yet attached to its parent, so that no
+/// walk can reach it (invariant 7).
+pub(super) fn arm(core: &Core, node: &NodeRef) {
     let driver = driver();
     let shard = my_shard();
+    let at = core.deadline.nanos();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
         let slot = timers.slots.insert(Slot {
             node: std::sync::Arc::downgrade(node),
             core,
         });
-        timers.heap.push(Entry { at, slot });
+        let encoded = u32::try_from(slot * SHARDS + shard)
+            .expect("fewer than 500 million armed deadlines per shard");
+        let entry = Entry {
+            at,
+            slot: encoded / SHARDS as u32,
+        };
+        timers.heap.push(entry);
         let last = timers.heap.len() - 1;
-        let pos = timers.sift_up(last);
-        let encoded =
-            u32::try_from(slot * SHARDS + shard).expect("fewer than 4 billion armed deadlines");
+        let pos = timers.sift_up(last, entry);
         core.timer_slot.store(encoded, Relaxed);
         pos == 0
     };
     if first {
         // Invariant 8: bump the epoch, then read when the driver means to wake.
         driver.epoch.fetch_add(1, SeqCst);
-        if nanos_after(driver.base, at) < driver.next_wake.load(SeqCst) {
+        if wake_at(at) < driver.next_wake.load(SeqCst) {
             let mut started = lock(&driver.sleep);
             if !*started {
                 *started = start_driver_thread(driver);
@@ -250,7 +258,7 @@ fn run(driver: &'static Driver) {
     let mut due: Vec<NodeRef> = Vec::new();
     loop {
         let epoch = driver.epoch.load(SeqCst);
-        let now = Instant::now();
+        let now = Deadline::now().nanos();
         let earliest = driver.take_due(now, &mut due);
         if !due.is_empty() {
             for node in due.drain(..) {
@@ -269,10 +277,9 @@ fn run(driver: &'static Driver) {
             return;
         }
         // Invariant 8: say when we will wake, then check that no arm came since the scan.
-        driver.next_wake.store(
-            earliest.map_or(u64::MAX, |at| nanos_after(driver.base, at)),
-            SeqCst,
-        );
+        driver
+            .next_wake
+            .store(earliest.map_or(u64::MAX, wake_at), SeqCst);
         if driver.epoch.load(SeqCst) != epoch {
             driver.next_wake.store(0, SeqCst);
             continue;
@@ -281,7 +288,7 @@ fn run(driver: &'static Driver) {
             Some(at) => {
                 driver
                     .wake
-                    .wait_timeout(sleep, at.saturating_duration_since(now))
+                    .wait_timeout(sleep, Duration::from_nanos(wake_at(at.saturating_sub(now))))
                     .unwrap_or_else(|e| e.into_inner())
                     .0
             }
@@ -297,11 +304,12 @@ fn run(driver: &'static Driver) {
 impl Driver {
     /// Takes the due entries of every shard (at most a batch) into `due`; returns the
     /// earliest deadline left.
-    fn take_due(&self, now: Instant, due: &mut Vec<NodeRef>) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
+    fn take_due(&self, now: i64, due: &mut Vec<NodeRef>) -> Option<i64> {
+        let mut earliest: Option<i64> = None;
         for shard in &self.shards {
             let mut timers = lock(&shard.0);
             while let Some(&Entry { at, slot }) = timers.heap.first() {
+                let slot = slot as usize;
                 if timers.slot(slot).is_dead() {
                     timers.pop();
                     timers.slots.remove(slot);
@@ -350,9 +358,9 @@ impl Timers {
     fn purge(&mut self) {
         let mut heap = std::mem::take(&mut self.heap);
         heap.retain(|entry| {
-            let dead = self.slot(entry.slot).is_dead();
+            let dead = self.slot(entry.slot as usize).is_dead();
             if dead {
-                self.slots.remove(entry.slot);
+                self.slots.remove(entry.slot as usize);
             }
             !dead
         });
@@ -372,8 +380,9 @@ impl Timers {
         }
     }
 
-    fn sift_up(&mut self, mut pos: usize) -> usize {
-        let entry = self.heap[pos];
+    /// Moves `entry`, at `pos`, up to its place; returns where. (It takes the entry rather
+    /// than read back the one just pushed: that load would wait for the push's stores.)
+    fn sift_up(&mut self, mut pos: usize, entry: Entry) -> usize {
         while pos > 0 {
             let parent = (pos - 1) / 2;
             if self.heap[parent].at <= entry.at {
@@ -413,16 +422,25 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn arm(t: &mut Timers, at: Instant) -> usize {
         let slot = t.slots.insert(Slot {
             node: Weak::<Node<()>>::new(),
             core: std::ptr::NonNull::<Core>::dangling().as_ptr(),
         });
-        t.heap.push(Entry { at, slot });
+        let entry = Entry {
+            at: nanos(at),
+            slot: slot as u32,
+        };
+        t.heap.push(entry);
         let last = t.heap.len() - 1;
-        t.sift_up(last);
+        t.sift_up(last, entry);
         slot
+    }
+
+    fn nanos(at: Instant) -> i64 {
+        Deadline::new(Some(at)).nanos()
     }
 
     /// Pops the live entries in order, discarding dead ones as the driver does.
@@ -430,12 +448,12 @@ mod tests {
         let mut order = Vec::new();
         while let Some(first) = t.heap.first().copied() {
             t.pop();
-            let dead = t.slot(first.slot).is_dead();
-            t.slots.remove(first.slot);
+            let dead = t.slot(first.slot as usize).is_dead();
+            t.slots.remove(first.slot as usize);
             if dead {
                 t.dead -= 1;
             } else {
-                order.push(first.at.duration_since(base).as_millis() as u64);
+                order.push(((first.at - nanos(base)) / 1_000_000) as u64);
             }
         }
         order
