@@ -69,6 +69,7 @@ pub struct Done {
 impl Future for Done {
     type Output = Error;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
         match self.ready {
             Some(err) => Poll::Ready(err),
@@ -162,6 +163,8 @@ impl Context {
     /// std::thread::spawn(move || cancel.cancel());
     /// assert_eq!(futures::executor::block_on(ctx.done()), Error::Cancelled);
     /// ```
+    #[inline] // built in the caller's frame: a `Done` returned through memory and moved
+    // whole reads `ready` back as part of a wider load, which waits for its one-byte store
     pub fn done(&self) -> Done {
         match self.err() {
             Some(err) => Done {
