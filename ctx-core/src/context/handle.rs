@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::{Cause, Error};
 use crate::context::key::{ContextKey, summary_bit};
 use crate::context::scope::CancelScope;
-use crate::context::tree::{Core, Kind, Link, Root};
+use crate::context::tree::{Core, Kind, Link, NodeRef, Root};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -119,10 +119,9 @@ impl Context {
     /// assert_eq!(child.err(), Some(Error::Cancelled));
     /// ```
     #[track_caller]
+    #[inline] // the scope is built in the caller's frame (see `Link::derive_child`)
     pub fn with_cancel(&self) -> CancelScope {
-        CancelScope::new(Context {
-            link: self.link.derive_child(Location::caller()),
-        })
+        CancelScope::new(Context::of(self.link.derive_child(Location::caller())))
     }
 
     /// A child that ends at `deadline` (with [`Error::DeadlineExceeded`]), when cancelled,
@@ -137,6 +136,7 @@ impl Context {
     /// assert_eq!(scope.wait(), Error::DeadlineExceeded);
     /// ```
     #[track_caller]
+    #[inline]
     pub fn with_deadline(&self, deadline: Instant) -> CancelScope {
         self.derive_cancel(Some((deadline, Instant::now())), None)
     }
@@ -152,6 +152,7 @@ impl Context {
     /// assert!(!scope.is_cancelled());
     /// ```
     #[track_caller]
+    #[inline]
     pub fn with_timeout(&self, timeout: Duration) -> CancelScope {
         self.derive_cancel(Some(deadline_after(timeout)), None)
     }
@@ -159,6 +160,7 @@ impl Context {
     /// Like [`with_deadline`](Context::with_deadline), and when the deadline fires,
     /// [`cause`](Context::cause) reports `cause`. Go's `WithDeadlineCause`.
     #[track_caller]
+    #[inline]
     pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<Cause>) -> CancelScope {
         self.derive_cancel(Some((deadline, Instant::now())), Some(cause.into()))
     }
@@ -175,6 +177,7 @@ impl Context {
     /// assert_eq!(scope.cause().unwrap().to_string(), "backend too slow");
     /// ```
     #[track_caller]
+    #[inline]
     pub fn with_timeout_cause(&self, timeout: Duration, cause: impl Into<Cause>) -> CancelScope {
         self.derive_cancel(Some(deadline_after(timeout)), Some(cause.into()))
     }
@@ -182,17 +185,33 @@ impl Context {
     /// `deadline` comes with the time it was computed against, so deriving reads the clock
     /// once.
     #[track_caller]
+    #[inline]
     fn derive_cancel(
         &self,
         deadline: Option<(Instant, Instant)>,
         cause: Option<Cause>,
     ) -> CancelScope {
+        CancelScope::new(Context::of(self.derive_deadline(deadline, cause)))
+    }
+
+    #[track_caller]
+    fn derive_deadline(
+        &self,
+        deadline: Option<(Instant, Instant)>,
+        cause: Option<Cause>,
+    ) -> NodeRef {
         // Go: a parent deadline no later than ours makes this a plain cancel child.
         let parent_deadline = self.deadline();
         let own = deadline.filter(|(at, _)| parent_deadline.is_none_or(|p| p >= *at));
-        CancelScope::new(Context {
-            link: self.link.derive_cancel(own, cause, Location::caller()),
-        })
+        self.link.derive_cancel(own, cause, Location::caller())
+    }
+
+    /// A derived context, built in the caller's frame (see `Link::derive_child`).
+    #[inline]
+    fn of(node: NodeRef) -> Context {
+        Context {
+            link: Link::Node(node),
+        }
     }
 
     /// A child carrying `value`, found by [`value::<K>()`](Context::value) here and in
@@ -214,15 +233,13 @@ impl Context {
     /// ```
     #[cfg_attr(feature = "debug-tree", track_caller)]
     pub fn with_value<K: ContextKey>(&self, value: K) -> Context {
-        Context {
-            link: self.link.derive_value(
-                std::any::TypeId::of::<K>(),
-                K::NAME,
-                summary_bit::<K>(),
-                value,
-                Location::caller(),
-            ),
-        }
+        Context::of(self.link.derive_value(
+            std::any::TypeId::of::<K>(),
+            K::NAME,
+            summary_bit::<K>(),
+            value,
+            Location::caller(),
+        ))
     }
 
     /// A child with `self`'s values but none of its cancellation: never cancelled, no
@@ -238,10 +255,9 @@ impl Context {
     /// assert!(!detached.is_cancelled());
     /// ```
     #[cfg_attr(feature = "debug-tree", track_caller)]
+    #[inline]
     pub fn without_cancel(&self) -> Context {
-        Context {
-            link: self.link.derive_without_cancel(Location::caller()),
-        }
+        Context::of(self.link.derive_without_cancel(Location::caller()))
     }
 
     /// The deadline after which this context ends, if it has one.
@@ -322,10 +338,11 @@ impl Context {
     /// assert!(!request.is_cancelled());
     /// ```
     #[track_caller]
+    #[inline]
     pub fn merge(&self, other: &Context) -> CancelScope {
-        CancelScope::new(Context {
-            link: self.link.derive_merge(&other.link, Location::caller()),
-        })
+        CancelScope::new(Context::of(
+            self.link.derive_merge(&other.link, Location::caller()),
+        ))
     }
 
     /// Runs `f` once this context is done (at once if it already is), unless

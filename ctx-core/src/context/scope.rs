@@ -42,6 +42,7 @@ pub struct CancelScope {
 }
 
 impl CancelScope {
+    #[inline]
     pub(in crate::context) fn new(ctx: Context) -> CancelScope {
         CancelScope {
             handle: CancelHandle { ctx },
