@@ -28,6 +28,7 @@ thread_local! {
     static CURRENT: Cell<*const Context> = const { Cell::new(ptr::null()) };
 }
 
+#[inline]
 pub(in crate::context) fn current() -> Context {
     let current = CURRENT.try_with(Cell::get).unwrap_or(ptr::null());
     if current.is_null() {

@@ -407,6 +407,7 @@ impl Context {
 
     /// The ambient context: the innermost [`scope`](Context::scope) or
     /// [`enter`](Context::enter) of this task or thread, else [`background`](Context::background).
+    #[inline]
     pub fn current() -> Context {
         crate::context::ambient::current()
     }

@@ -50,6 +50,7 @@ impl CancelScope {
     }
 
     /// The derived context.
+    #[inline]
     pub fn context(&self) -> &Context {
         &self.handle.ctx
     }
@@ -80,6 +81,7 @@ impl CancelScope {
     /// cancel.cancel();
     /// assert_eq!(worker.join().unwrap(), ctx_core::Error::Cancelled);
     /// ```
+    #[inline]
     pub fn into_parts(self) -> (Context, CancelHandle) {
         (self.handle.ctx.clone(), self.handle)
     }
@@ -88,6 +90,7 @@ impl CancelScope {
 impl Deref for CancelScope {
     type Target = Context;
 
+    #[inline]
     fn deref(&self) -> &Context {
         &self.handle.ctx
     }
