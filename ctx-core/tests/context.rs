@@ -1,5 +1,6 @@
 //! Behaviour of the context tree, following Go's `context` tests where they apply.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
@@ -171,6 +172,77 @@ fn a_deadline_child_of_a_done_parent_is_born_with_the_parents_error() {
     }
     let child = parent.with_timeout(Duration::from_secs(3600));
     assert_eq!(child.err(), Some(Error::Cancelled));
+}
+
+/// A waiter that polls after its context's deadline sees it ended, with `DeadlineExceeded`
+/// and the deadline's cause, even when the driver thread is late to fire it (here it is held
+/// up inside another deadline's walk, by a waker that blocks). Go's timers fire late under
+/// load too; a poll that can see the deadline has passed need not wait for them.
+#[test]
+fn a_poll_after_the_deadline_sees_it_passed_however_late_the_driver_is() {
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+    /// Blocks the thread that wakes it (the deadline driver) until released.
+    struct Blocking(std::sync::Mutex<mpsc::Receiver<()>>, mpsc::Sender<()>);
+    impl Wake for Blocking {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let _ = self.1.send(()); // "the driver is held up"
+            let _ = self.0.lock().unwrap().recv_timeout(PROMPTLY);
+        }
+    }
+    let (release, held) = mpsc::channel();
+    let (holding, driver_held) = mpsc::channel();
+    let blocking = Waker::from(Arc::new(Blocking(std::sync::Mutex::new(held), holding)));
+
+    let started = Instant::now();
+    let first = Context::background().with_timeout(Duration::from_millis(200));
+    let mut first_done = first.done();
+    assert!(
+        Pin::new(&mut first_done)
+            .poll(&mut TaskContext::from_waker(&blocking))
+            .is_pending()
+    );
+    let second = Context::background().with_timeout_cause(Duration::from_millis(300), "too slow");
+    // Another waiter of the second context, whose waker panics when woken: the poll below
+    // runs the walk that wakes it, and must not take that panic (a waker's panic belongs to
+    // whoever cancels; the driver, or a waiter standing in for it, drops it).
+    struct Panicking;
+    impl Wake for Panicking {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics (intentional)");
+        }
+    }
+    let panicking = Waker::from(Arc::new(Panicking));
+    let mut other_done = second.done();
+    assert!(
+        Pin::new(&mut other_done)
+            .poll(&mut TaskContext::from_waker(&panicking))
+            .is_pending()
+    );
+    driver_held
+        .recv_timeout(PROMPTLY)
+        .expect("the driver fires the first deadline");
+    // The second deadline passes while the driver is held up in the first one's walk.
+    thread::sleep(Duration::from_millis(400).saturating_sub(started.elapsed()));
+    assert_eq!(
+        second.err(),
+        None,
+        "the driver is held up: nothing fired it"
+    );
+    let mut second_done = second.done();
+    let polled = Pin::new(&mut second_done).poll(&mut TaskContext::from_waker(Waker::noop()));
+    assert_eq!(polled, Poll::Ready(Error::DeadlineExceeded));
+    assert_eq!(second.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(second.cause().unwrap().to_string(), "too slow");
+    // A blocking wait sees it too, and the held-up driver still fires the rest when freed.
+    let third = Context::background().with_timeout(Duration::from_millis(1));
+    release.send(()).unwrap();
+    assert_eq!(third.wait(), Error::DeadlineExceeded);
+    assert_eq!(first.err(), Some(Error::DeadlineExceeded));
 }
 
 #[test]

@@ -80,6 +80,12 @@ impl Context {
         }
     }
 
+    /// [`err`](Context::err), after ending the context if its own deadline has passed but
+    /// the driver has not fired it yet (see `Link::err_or_expire`).
+    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
+        self.link.err_or_expire()
+    }
+
     /// Whether this handle is the only reference to its node (so no one can observe it).
     pub(in crate::context) fn is_sole_reference(&self) -> bool {
         self.link.is_sole_reference()
@@ -126,7 +132,9 @@ impl Context {
 
     /// A child that ends at `deadline` (with [`Error::DeadlineExceeded`]), when cancelled,
     /// or when `self` ends. If `self` already has an earlier deadline, that one stands.
-    /// Go's `WithDeadline`. Needs no async runtime: a driver thread fires deadlines.
+    /// Go's `WithDeadline`. Needs no async runtime: a driver thread fires deadlines, and a
+    /// waiter ([`done`](Context::done), [`run`](Context::run), [`wait`](Context::wait)) that
+    /// looks after the deadline ends the context itself, should that thread be late.
     ///
     /// ```
     /// use std::time::{Duration, Instant};

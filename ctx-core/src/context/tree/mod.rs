@@ -329,27 +329,26 @@ impl Link {
             return self.derive_child(created);
         };
         let core = || Kind::Cancel(Core::new(Deadline::new(Some(at)), true, cause, created));
-        let child = self.derive(self.keys(), core, (), created);
-        let node = &child;
+        let node = self.derive(self.keys(), core, (), created);
         let core = node.core().expect("a cancel node has a core");
         if at <= now {
             if let Some(parent) = self.core() {
                 parent.attach(core);
             }
-            walk::expire(node);
+            walk::expire(&node);
         } else {
             // Armed before it is attached: no walk can reach it yet, so it needs no lock
             // (invariant 7). Not if the parent is already done: the child is born done with
             // the parent's error, which a deadline fired meanwhile must not pre-empt.
             let parent = self.core();
             if parent.is_none_or(|parent| !parent.is_done()) {
-                timer::arm(core, node);
+                timer::arm(core, &node);
             }
             if let Some(parent) = parent {
                 parent.attach(core);
             }
         }
-        child
+        node
     }
 
     /// A child of `self` that also ends when `other` does (with `other`'s error and cause),
@@ -369,14 +368,13 @@ impl Link {
             watch: crate::sync::AtomicUsize::new(NO_WATCH),
         };
         let kind = || Kind::Cancel(Core::new_merged(deadline, created));
-        let child = self.derive(self.keys() | other.keys(), kind, merged, created);
-        let node = &child;
+        let node = self.derive(self.keys() | other.keys(), kind, merged, created);
         let core = node.core().expect("a merge node has a core");
         if let Some(parent) = self.core() {
             parent.attach(core);
         }
         if let Some(second) = other.core() {
-            match second.watch(Arc::downgrade(node)) {
+            match second.watch(Arc::downgrade(&node)) {
                 Ok(key) => {
                     let merged = node.merged().expect("a merge node holds a Merged");
                     merged
@@ -392,7 +390,7 @@ impl Link {
                 }
             }
         }
-        child
+        node
     }
 
     pub(in crate::context) fn derive_value<V: Send + Sync + 'static>(
@@ -417,6 +415,33 @@ impl Link {
 
     pub(in crate::context) fn deadline(&self) -> Option<Instant> {
         self.core().and_then(Core::deadline)
+    }
+
+    /// Whether this context is done, after ending it if the deadline of its core has passed
+    /// and the driver has not fired it yet: that deadline is due, so whoever sees it first
+    /// ends it, with what the driver would (`DeadlineExceeded`, the deadline's cause). A
+    /// waiter that polls after the deadline so never sees the context live, however late the
+    /// driver thread is scheduled. (Not under loom: there every deadline is due at once, and
+    /// the models check that the driver fires them.)
+    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
+        let core = self.core()?;
+        if let Some(err) = core.err() {
+            return Some(err);
+        }
+        if !cfg!(ctx_loom)
+            && core.own_deadline
+            && core.deadline.nanos() <= Deadline::now().nanos()
+            && let Some(payload) = walk::expire_core(core)
+        {
+            // A waker's panic during the walk is not the waiter's to take: dropped, as the
+            // driver drops it (the panic hook has reported it). A payload whose own `Drop`
+            // panics is leaked.
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+            if let Err(again) = dropped {
+                std::mem::forget(again);
+            }
+        }
+        core.err()
     }
 
     /// Cancels this context and its subtree (the first cancel wins); returns once the whole

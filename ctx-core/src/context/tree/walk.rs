@@ -33,8 +33,12 @@ pub(in crate::context) fn cancel(
 /// Fires a core's own deadline (called by the timer driver, and by a derivation whose
 /// deadline already passed).
 pub(super) fn expire(node: &NodeRef) -> Option<Panic> {
-    node.core()
-        .and_then(|core| walk(core, Error::DeadlineExceeded, Origin::Preset))
+    node.core().and_then(expire_core)
+}
+
+/// Fires `core`'s own deadline.
+pub(super) fn expire_core(core: &Core) -> Option<Panic> {
+    walk(core, Error::DeadlineExceeded, Origin::Preset)
 }
 
 fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {

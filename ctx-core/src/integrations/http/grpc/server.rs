@@ -192,15 +192,20 @@ where
         if let Some(status) = this.answered.take() {
             return Poll::Ready(Ok(status_response(*status)));
         }
-        let Some(run) = this.run.as_mut().as_pin_mut() else {
+        let Some(mut run) = this.run.as_mut().as_pin_mut() else {
             panic!("ServerFuture polled after completion");
         };
-        let raced = match run.poll(cx) {
+        let raced = match run.as_mut().poll(cx) {
             Poll::Ready(raced) => raced,
-            // The deadline passed but the driver has not fired it yet: answer now, before
-            // tonic's own timer (started after this one) answers CANCELLED.
+            // The deadline passed just after the poll looked: poll again, which ends the
+            // context with it (a waiter ends a context whose deadline passed, however late
+            // the driver), or, should the deadline be a parent's, answer now. Either way
+            // before tonic's own timer (started after this one) answers CANCELLED.
             Poll::Pending if this.deadline.is_some_and(|d| Instant::now() >= d) => {
-                Err(crate::Error::DeadlineExceeded)
+                match run.as_mut().poll(cx) {
+                    Poll::Ready(raced) => raced,
+                    Poll::Pending => Err(crate::Error::DeadlineExceeded),
+                }
             }
             Poll::Pending => return Poll::Pending,
         };
