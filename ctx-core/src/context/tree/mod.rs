@@ -56,7 +56,8 @@
 //!    `NO_SLOT` exactly when the core has no live slot in a shard (a disarmed core's slot
 //!    is dead at once, and names no core). A core is armed once, while live, before it is
 //!    attached to its parent: then no walk can reach it, only the driver, which ends it as
-//!    any walk does. Its end (by a walk, or born done) disarms it under its own lock.
+//!    any walk does. Its end (by a walk, or born done) disarms it under its own lock; its
+//!    drop, if still armed, disarms it first (invariant 4).
 //! 8. **No lost driver wake-up.** An arm that puts an entry first in its shard bumps `epoch`
 //!    and then reads `next_wake`; the driver stores `next_wake` and then reads `epoch` before
 //!    it sleeps (all `SeqCst`). Either the driver sees the new epoch and rescans, or the arm
