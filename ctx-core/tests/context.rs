@@ -199,14 +199,16 @@ fn a_poll_after_the_deadline_sees_it_passed_however_late_the_driver_is() {
     let blocking = Waker::from(Arc::new(Blocking(std::sync::Mutex::new(held), holding)));
 
     let started = Instant::now();
-    let first = Context::background().with_timeout(Duration::from_millis(200));
+    // Generous gaps: the first poll must come before the first deadline, and the driver
+    // must hold before the second, on a loaded machine too.
+    let first = Context::background().with_timeout(Duration::from_millis(1_000));
     let mut first_done = first.done();
     assert!(
         Pin::new(&mut first_done)
             .poll(&mut TaskContext::from_waker(&blocking))
             .is_pending()
     );
-    let second = Context::background().with_timeout_cause(Duration::from_millis(300), "too slow");
+    let second = Context::background().with_timeout_cause(Duration::from_millis(1_200), "too slow");
     // Another waiter of the second context, whose waker panics when woken: the poll below
     // runs the walk that wakes it, and must not take that panic (a waker's panic belongs to
     // whoever cancels; the driver, or a waiter standing in for it, drops it).
@@ -227,7 +229,7 @@ fn a_poll_after_the_deadline_sees_it_passed_however_late_the_driver_is() {
         .recv_timeout(PROMPTLY)
         .expect("the driver fires the first deadline");
     // The second deadline passes while the driver is held up in the first one's walk.
-    thread::sleep(Duration::from_millis(400).saturating_sub(started.elapsed()));
+    thread::sleep(Duration::from_millis(1_500).saturating_sub(started.elapsed()));
     assert_eq!(
         second.err(),
         None,
