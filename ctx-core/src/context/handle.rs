@@ -80,12 +80,6 @@ impl Context {
         }
     }
 
-    /// [`err`](Context::err), after ending the context if its own deadline has passed but
-    /// the driver has not fired it yet (see `Link::err_or_expire`).
-    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
-        self.link.err_or_expire()
-    }
-
     /// Whether this handle is the only reference to its node (so no one can observe it).
     pub(in crate::context) fn is_sole_reference(&self) -> bool {
         self.link.is_sole_reference()

@@ -23,12 +23,11 @@ struct Waiter<C: AsRef<Context>> {
 
 impl<C: AsRef<Context>> Waiter<C> {
     fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        let ctx = self.ctx.as_ref();
-        let Some(core) = ctx.core() else {
+        let Some(core) = self.ctx.as_ref().core() else {
             return Poll::Pending; // never ends: nothing to register
         };
         // A deadline that passed ends the context here if the driver has not yet.
-        if let Some(err) = ctx.err_or_expire() {
+        if let Some(err) = core.err_or_expire() {
             return Poll::Ready(err);
         }
         match core.register_waker(&mut self.key, cx.waker()) {

@@ -129,7 +129,9 @@ mod pool {
                 start_worker();
             }
             // The hook has reported a panic; the worker goes on with the next after-func.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            crate::context::tree::discard(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err(),
+            );
             state = lock(&POOL.state);
         }
     }

@@ -11,7 +11,7 @@ use std::cell::UnsafeCell;
 
 use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
-use super::{Panic, WeakNode, catch, timer};
+use super::{Panic, WeakNode, catch, discard, timer, walk};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, lock};
 
@@ -294,6 +294,23 @@ impl Core {
         }
     }
 
+    /// [`err`](Core::err), after ending this core if its own deadline has passed and the
+    /// driver has not fired it yet: that deadline is due, so whoever sees it first ends it,
+    /// with what the driver would (`DeadlineExceeded`, the deadline's cause, and a waker's
+    /// panic discarded, not resumed). A waiter that polls after the deadline so never sees
+    /// the context live, however late the driver thread is scheduled. (Not under loom: there
+    /// every deadline is due at once, and the models check that the driver fires them.)
+    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
+        if self.err().is_none()
+            && !cfg!(ctx_loom)
+            && self.own_deadline
+            && self.deadline.nanos() <= Deadline::now().nanos()
+        {
+            discard(walk::expire_core(self));
+        }
+        self.err()
+    }
+
     #[inline]
     pub(in crate::context) fn is_done(&self) -> bool {
         self.state.load(Acquire) != LIVE
@@ -333,17 +350,13 @@ impl Core {
     /// after-funcs or children; only the deadline driver may see it, if it was armed
     /// (invariant 7), so only then is the lock needed, to end it once.
     pub(super) fn born_done(&self, err: Error, root: *const Core) {
-        if !self.own_deadline {
-            self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
-            self.state.store(state_of(err), Release);
-            return;
+        let _inner = self.own_deadline.then(|| lock(&self.inner));
+        if self.state.load(Relaxed) != LIVE {
+            return; // its deadline fired first: the driver ended it
         }
-        let _inner = lock(&self.inner);
-        if self.state.load(Relaxed) == LIVE {
-            self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
-            self.state.store(state_of(err), Release);
-            timer::disarm(self);
-        } // else the deadline fired first: the driver ended it
+        self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
+        self.state.store(state_of(err), Release);
+        timer::disarm(self); // a no-op unless armed
     }
 
     /// Registers `waker` for this core's end, or reports the error if it already came.

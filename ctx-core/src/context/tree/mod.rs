@@ -418,33 +418,6 @@ impl Link {
         self.core().and_then(Core::deadline)
     }
 
-    /// Whether this context is done, after ending it if the deadline of its core has passed
-    /// and the driver has not fired it yet: that deadline is due, so whoever sees it first
-    /// ends it, with what the driver would (`DeadlineExceeded`, the deadline's cause). A
-    /// waiter that polls after the deadline so never sees the context live, however late the
-    /// driver thread is scheduled. (Not under loom: there every deadline is due at once, and
-    /// the models check that the driver fires them.)
-    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
-        let core = self.core()?;
-        if let Some(err) = core.err() {
-            return Some(err);
-        }
-        if !cfg!(ctx_loom)
-            && core.own_deadline
-            && core.deadline.nanos() <= Deadline::now().nanos()
-            && let Some(payload) = walk::expire_core(core)
-        {
-            // A waker's panic during the walk is not the waiter's to take: dropped, as the
-            // driver drops it (the panic hook has reported it). A payload whose own `Drop`
-            // panics is leaked.
-            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
-            if let Err(again) = dropped {
-                std::mem::forget(again);
-            }
-        }
-        core.err()
-    }
-
     /// Cancels this context and its subtree (the first cancel wins); returns once the whole
     /// subtree is done (invariant 6). Resumes a panic of a user waker after that.
     pub(in crate::context) fn cancel(
@@ -475,6 +448,20 @@ pub(in crate::context) fn resume(panic: Option<Panic>) {
         && !std::thread::panicking()
     {
         std::panic::resume_unwind(payload);
+    }
+}
+
+/// Drops a panic caught inside the tree that no caller is to resume (on the deadline
+/// driver, an after-func worker, or a waiter that fired a deadline for the driver): the
+/// panic hook has reported it. A payload whose own `Drop` panics is leaked, so nothing
+/// unwinds from here.
+pub(in crate::context) fn discard(panic: Option<Panic>) {
+    if let Some(payload) = panic
+        && let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(payload);
+        }))
+    {
+        std::mem::forget(again);
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use super::core::Deadline;
 use super::slab::Slab;
-use super::{Core, Node, NodeRef, walk};
+use super::{Core, Node, NodeRef, discard, walk};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
@@ -172,7 +172,7 @@ pub(super) fn arm(core: &Core, node: &NodeRef) {
             .expect("fewer than 500 million armed deadlines per shard");
         let entry = Entry {
             at,
-            slot: encoded / SHARDS as u32,
+            slot: slot as u32, // fits: `encoded` does
         };
         timers.heap.push(entry);
         let last = timers.heap.len() - 1;
@@ -265,10 +265,11 @@ fn run(driver: &'static Driver) {
                 // No shard lock held (lock order). A waker's panic comes back from the walk
                 // (the hook reported it); a value's `Drop` panics here if we hold the last
                 // reference. Neither stops the driver.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || {
-                    drop(walk::expire(&node));
+                let fired = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                    discard(walk::expire(&node));
                     drop(node);
                 }));
+                discard(fired.err());
             }
             continue;
         }
