@@ -247,13 +247,18 @@ where
     }
 }
 
-/// Why the RPC's context ended, counting a deadline that passed but has not fired yet.
+/// Why the RPC's context ended, counting a deadline that passed but has not fired yet. One
+/// poll of `done` ends the context by its own deadline if that passed (a waiter does not
+/// wait for a late driver), so the scope's drop that follows finds it ended by the deadline,
+/// not cancelled; a parent's deadline that passed is reported as it is.
 fn ended(ctx: &Context, deadline: Option<Instant>) -> Option<crate::Error> {
-    ctx.err().or_else(|| {
-        deadline
+    let noop = &mut TaskContext::from_waker(std::task::Waker::noop());
+    match Pin::new(&mut ctx.done()).poll(noop) {
+        Poll::Ready(err) => Some(err),
+        Poll::Pending => deadline
             .is_some_and(|d| Instant::now() >= d)
-            .then_some(crate::Error::DeadlineExceeded)
-    })
+            .then_some(crate::Error::DeadlineExceeded),
+    }
 }
 
 impl<F> fmt::Debug for ServerFuture<F> {
