@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::{Cause, Error};
 use crate::context::key::{ContextKey, summary_bit};
 use crate::context::scope::CancelScope;
-use crate::context::tree::{Core, Kind, Link, NodeRef, Root};
+use crate::context::tree::{Core, Kind, Link, NodeRef, OwnDeadline, Root};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -140,7 +140,7 @@ impl Context {
     #[track_caller]
     #[inline]
     pub fn with_deadline(&self, deadline: Instant) -> CancelScope {
-        self.derive_cancel(Some((deadline, Instant::now())), None)
+        self.derive_cancel(Some(OwnDeadline::at(deadline)), None)
     }
 
     /// [`with_deadline`](Context::with_deadline) at now + `timeout`. Go's `WithTimeout`.
@@ -156,7 +156,7 @@ impl Context {
     #[track_caller]
     #[inline]
     pub fn with_timeout(&self, timeout: Duration) -> CancelScope {
-        self.derive_cancel(Some(deadline_after(timeout)), None)
+        self.derive_cancel(Some(OwnDeadline::after(timeout)), None)
     }
 
     /// Like [`with_deadline`](Context::with_deadline), and when the deadline fires,
@@ -164,7 +164,7 @@ impl Context {
     #[track_caller]
     #[inline]
     pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<Cause>) -> CancelScope {
-        self.derive_cancel(Some((deadline, Instant::now())), Some(cause.into()))
+        self.derive_cancel(Some(OwnDeadline::at(deadline)), Some(cause.into()))
     }
 
     /// Like [`with_timeout`](Context::with_timeout), and when the deadline fires,
@@ -181,31 +181,19 @@ impl Context {
     #[track_caller]
     #[inline]
     pub fn with_timeout_cause(&self, timeout: Duration, cause: impl Into<Cause>) -> CancelScope {
-        self.derive_cancel(Some(deadline_after(timeout)), Some(cause.into()))
+        self.derive_cancel(Some(OwnDeadline::after(timeout)), Some(cause.into()))
     }
 
     /// `deadline` comes with the time it was computed against, so deriving reads the clock
     /// once.
     #[track_caller]
     #[inline]
-    fn derive_cancel(
-        &self,
-        deadline: Option<(Instant, Instant)>,
-        cause: Option<Cause>,
-    ) -> CancelScope {
-        CancelScope::new(Context::of(self.derive_deadline(deadline, cause)))
-    }
-
-    #[track_caller]
-    fn derive_deadline(
-        &self,
-        deadline: Option<(Instant, Instant)>,
-        cause: Option<Cause>,
-    ) -> NodeRef {
-        // Go: a parent deadline no later than ours makes this a plain cancel child.
-        let parent_deadline = self.deadline();
-        let own = deadline.filter(|(at, _)| parent_deadline.is_none_or(|p| p >= *at));
-        self.link.derive_cancel(own, cause, Location::caller())
+    fn derive_cancel(&self, deadline: Option<OwnDeadline>, cause: Option<Cause>) -> CancelScope {
+        CancelScope::new(Context::of(self.link.derive_cancel(
+            deadline,
+            cause,
+            Location::caller(),
+        )))
     }
 
     /// A derived context, built in the caller's frame (see `Link::derive_child`).
@@ -437,16 +425,6 @@ fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Optio
         link = &node.parent;
     }
     None
-}
-
-/// The deadline `timeout` from now, and now.
-fn deadline_after(timeout: Duration) -> (Instant, Instant) {
-    let now = Instant::now();
-    // An absurd timeout (`Duration::MAX`) means "no time limit worth a timer": a century.
-    let deadline = now
-        .checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
-    (deadline, now)
 }
 
 /// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.

@@ -225,3 +225,36 @@ fn deadlines_read_back_exactly() {
     }
     assert_eq!(Context::background().with_cancel().deadline(), None);
 }
+
+/// `with_timeout` counts from the clock read it makes (in nanoseconds, without 128-bit
+/// arithmetic), and an absurd timeout saturates at a century rather than overflowing.
+#[test]
+fn timeouts_count_from_now_and_absurd_ones_are_a_century() {
+    let timeout = Duration::new(7, 123_456_789);
+    let before = std::time::Instant::now();
+    let scope = Context::background().with_timeout(timeout);
+    let after = std::time::Instant::now();
+    let at = scope.deadline().expect("a timeout sets a deadline");
+    assert!(before + timeout <= at && at <= after + timeout);
+
+    let century = Duration::from_secs(100 * 365 * 86_400);
+    for absurd in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        century * 2,
+    ] {
+        let before = std::time::Instant::now();
+        let scope = Context::background().with_timeout(absurd);
+        let after = std::time::Instant::now();
+        let at = scope.deadline().expect("a deadline");
+        assert!(
+            before + century <= at && at <= after + century,
+            "{absurd:?}"
+        );
+        assert!(!scope.is_cancelled());
+        // A child asking for a later deadline gets this one; one asking for the same keeps
+        // its own (as in Go); both read back the same instant.
+        assert_eq!(scope.with_timeout(absurd).deadline(), Some(at));
+        assert_eq!(scope.with_deadline(at).deadline(), Some(at));
+    }
+}

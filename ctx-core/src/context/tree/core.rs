@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::cell::UnsafeCell;
 
@@ -139,7 +139,6 @@ impl Deadline {
             return Deadline::NONE;
         };
         let base = Deadline::base();
-        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         match at.checked_duration_since(base) {
             Some(after) => Deadline(nanos(after)),
             None => Deadline(-nanos(base.duration_since(at))),
@@ -147,8 +146,22 @@ impl Deadline {
     }
 
     /// Now, as a deadline (the timer driver's clock).
+    #[inline]
     pub(super) fn now() -> Deadline {
-        Deadline::new(Some(Instant::now()))
+        let base = Deadline::base(); // first, so it is never later than the clock read
+        Deadline(nanos(Instant::now().saturating_duration_since(base)))
+    }
+
+    /// `timeout` after `self` (a time, not `NONE`). An absurd timeout (`Duration::MAX`)
+    /// means "no time limit worth a timer": a century.
+    #[inline]
+    fn after(self, timeout: Duration) -> Deadline {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+        Deadline(self.0.saturating_add(nanos(timeout.min(CENTURY))))
+    }
+
+    pub(super) fn is_none(self) -> bool {
+        self.0 == i64::MIN
     }
 
     /// Nanoseconds from the base (`i64::MIN` for none): what the timer heap orders by.
@@ -166,6 +179,46 @@ impl Deadline {
             base.checked_add(magnitude)
         } else {
             base.checked_sub(magnitude)
+        }
+    }
+}
+
+/// `d` in nanoseconds, saturating at `i64::MAX` (292 years); in 64-bit arithmetic, which
+/// `Duration::as_nanos` (128-bit) is not.
+#[inline]
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_secs())
+        .ok()
+        .and_then(|secs| secs.checked_mul(1_000_000_000))
+        .and_then(|n| n.checked_add(i64::from(d.subsec_nanos())))
+        .unwrap_or(i64::MAX)
+}
+
+/// A deadline a node sets itself (`with_deadline`, `with_timeout`), and the time it was
+/// set at: deriving reads the clock once, and compares and arms in nanoseconds.
+#[derive(Clone, Copy)]
+pub(in crate::context) struct OwnDeadline {
+    pub(super) at: Deadline,
+    pub(super) now: Deadline,
+}
+
+impl OwnDeadline {
+    /// At `at`.
+    #[inline]
+    pub(in crate::context) fn at(at: Instant) -> OwnDeadline {
+        OwnDeadline {
+            at: Deadline::new(Some(at)),
+            now: Deadline::now(),
+        }
+    }
+
+    /// `timeout` from now.
+    #[inline]
+    pub(in crate::context) fn after(timeout: Duration) -> OwnDeadline {
+        let now = Deadline::now();
+        OwnDeadline {
+            at: now.after(timeout),
+            now,
         }
     }
 }

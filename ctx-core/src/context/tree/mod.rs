@@ -115,7 +115,7 @@ pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
 use self::core::Deadline;
-pub(in crate::context) use self::core::{AfterFn, Core};
+pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline};
 #[cfg(test)]
 pub(in crate::context) use self::{
     children::{child_count, is_spread},
@@ -316,24 +316,28 @@ impl Link {
         child
     }
 
-    /// A cancellable child: with its own deadline `own` (already reduced to `None` when the
-    /// parent's is no later, as Go does), read against `now`; `cause` is reported if that
-    /// deadline fires.
+    /// A cancellable child: with its own deadline `own`, unless the parent's is no later
+    /// (then it is a plain cancel child, as in Go); `cause` is reported if that deadline
+    /// fires.
     pub(in crate::context) fn derive_cancel(
         &self,
-        own: Option<(Instant, Instant)>,
+        own: Option<OwnDeadline>,
         cause: Option<Cause>,
         created: &'static Location<'static>,
     ) -> NodeRef {
-        let Some((at, now)) = own else {
+        let parent = self.core();
+        let own = own.filter(|own| {
+            parent.is_none_or(|p| p.deadline.is_none() || p.deadline.nanos() >= own.at.nanos())
+        });
+        let Some(OwnDeadline { at, now }) = own else {
             // A plain cancel child (`cause` is only ever reported for a deadline of its own).
             return self.derive_child(created);
         };
-        let core = || Kind::Cancel(Core::new(Deadline::new(Some(at)), true, cause, created));
+        let core = || Kind::Cancel(Core::new(at, true, cause, created));
         let node = self.derive(self.keys(), core, (), created);
         let core = node.core().expect("a cancel node has a core");
-        if at <= now {
-            if let Some(parent) = self.core() {
+        if at.nanos() <= now.nanos() {
+            if let Some(parent) = parent {
                 parent.attach(core);
             }
             walk::expire(&node);
@@ -341,7 +345,6 @@ impl Link {
             // Armed before it is attached: no walk can reach it yet, so it needs no lock
             // (invariant 7). Not if the parent is already done: the child is born done with
             // the parent's error, which a deadline fired meanwhile must not pre-empt.
-            let parent = self.core();
             if parent.is_none_or(|parent| !parent.is_done()) {
                 timer::arm(core, &node);
             }
