@@ -86,13 +86,13 @@ impl Registration {
 }
 
 /// Registers a new node (called once, right after it is allocated, before it is shared).
-pub(in crate::context) fn register(node: &NodeRef) {
+pub(in crate::context) fn register(node: &Node<dyn std::any::Any + Send + Sync>) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
     }
     let shard = SHARD.try_with(|shard| *shard).unwrap_or(0);
-    let this = NonNull::from(&**node);
+    let this = NonNull::from(node);
     let mut list = lock(&REGISTRY[shard]);
     // SAFETY: under the shard's lock (see `REGISTRY`); `head` is in this shard's list.
     unsafe {

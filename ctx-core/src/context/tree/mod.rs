@@ -270,7 +270,7 @@ impl Link {
         kind: impl FnOnce() -> Kind,
         value: V,
         created: &'static Location<'static>,
-    ) -> NodeRef {
+    ) -> Arc<Node<V>> {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
         // Allocate first, then build the node in place: `Arc::new` builds it on the stack and
         // copies it over, `new_cyclic` ends with a locked increment that waits for every
@@ -283,7 +283,7 @@ impl Link {
         // `Arc::get_mut` would check), and `Arc::as_ptr` derives it from the allocation, not
         // from a shared reference, so it may be written. Every field is written, one by one (a
         // whole `Node` written at once is built on the stack first and copied).
-        let node: NodeRef = unsafe {
+        let node = unsafe {
             (&raw mut (*slot).parent).write(self.clone());
             (&raw mut (*slot).keys).write(keys);
             (&raw mut (*slot).kind).write(kind());
@@ -293,7 +293,7 @@ impl Link {
             uninit.assume_init()
         };
         #[cfg(feature = "debug-tree")]
-        super::debug::register(&node);
+        super::debug::register(&*node);
         node
     }
 
@@ -309,7 +309,7 @@ impl Link {
         let parent = self.core();
         let deadline = parent.map_or(Deadline::NONE, |parent| parent.deadline);
         let core = || Kind::Cancel(Core::new(deadline, false, None, created));
-        let child = self.derive(self.keys(), core, (), created);
+        let child: NodeRef = self.derive(self.keys(), core, (), created);
         if let (Some(parent), Some(core)) = (parent, child.core()) {
             parent.attach(core);
         }
@@ -334,13 +334,16 @@ impl Link {
             return self.derive_child(created);
         };
         let core = || Kind::Cancel(Core::new(at, true, cause, created));
+        // Typed (`Node<()>`) until returned: the timer keeps a thin weak reference.
         let node = self.derive(self.keys(), core, (), created);
         let core = node.core().expect("a cancel node has a core");
         if at.nanos() <= now.nanos() {
             if let Some(parent) = parent {
                 parent.attach(core);
             }
+            let node: NodeRef = node;
             walk::expire(&node);
+            node
         } else {
             // Armed before it is attached: no walk can reach it yet, so it needs no lock
             // (invariant 7). Not if the parent is already done: the child is born done with
@@ -351,8 +354,8 @@ impl Link {
             if let Some(parent) = parent {
                 parent.attach(core);
             }
+            node
         }
-        node
     }
 
     /// A child of `self` that also ends when `other` does (with `other`'s error and cause),
@@ -372,7 +375,7 @@ impl Link {
             watch: crate::sync::AtomicUsize::new(NO_WATCH),
         };
         let kind = || Kind::Cancel(Core::new_merged(deadline, created));
-        let node = self.derive(self.keys() | other.keys(), kind, merged, created);
+        let node: NodeRef = self.derive(self.keys() | other.keys(), kind, merged, created);
         let core = node.core().expect("a merge node has a core");
         if let Some(parent) = self.core() {
             parent.attach(core);

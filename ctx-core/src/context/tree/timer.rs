@@ -2,8 +2,9 @@
 //! passed, so deadlines work with no async runtime at all.
 //!
 //! Pending deadlines sit in binary min-heaps of `(deadline, slot)`, 16 bytes each (the
-//! deadline in nanoseconds, as the core keeps it); the slot, in a slab,
-//! holds a weak reference to the node, so an armed timer never keeps a context alive.
+//! deadline in nanoseconds, as the core keeps it); the slot, in a slab, holds a weak
+//! reference to the node (thin: a deadline node has no value, so it is a `Node<()>`; with the
+//! slab's tag, 16 bytes a slot), so an armed timer never keeps a context alive.
 //! Arming pushes an entry (O(1) for the usual deadline, later than those pending; O(log n)
 //! at worst). Disarming (a deadline context cancelled or dropped early, the common case)
 //! is O(1): it releases the slot's node and marks the slot dead, leaving its heap entry to
@@ -28,13 +29,11 @@ use std::time::Duration;
 
 use super::core::Deadline;
 use super::slab::Slab;
-use super::{Core, Node, NodeRef, discard, walk};
+use super::{Core, Kind, Node, NodeRef, discard, walk};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
 pub(in crate::context) const NO_SLOT: u32 = u32::MAX;
-
-type WeakNode = Weak<Node<dyn std::any::Any + Send + Sync>>;
 
 /// Shards: a power of two, so the slot encoding is a shift.
 const SHARDS: usize = 8;
@@ -80,21 +79,22 @@ struct Entry {
     slot: u32,
 }
 
-/// An armed core, or a dead slot (`core` null) whose heap entry is yet to be discarded.
-struct Slot {
-    node: WeakNode,
-    core: *const Core,
-}
+/// An armed node, or `None`: a dead slot whose heap entry is yet to be discarded.
+type Slot = Option<Weak<Node<()>>>;
 
-impl Slot {
-    fn is_dead(&self) -> bool {
-        self.core.is_null()
+/// The core of an armed node.
+///
+/// # Safety
+///
+/// The caller holds the lock of the shard `node` is armed in: invariant 4 keeps the node's
+/// fields valid until its drop has disarmed it there, even once no strong reference is left.
+unsafe fn core_of(node: &Weak<Node<()>>) -> &Core {
+    // SAFETY: as the caller promises; the weak reference keeps the allocation itself.
+    match unsafe { &(*node.as_ptr()).kind } {
+        Kind::Cancel(core) => core,
+        _ => unreachable!("only cancel nodes are armed"),
     }
 }
-
-// SAFETY: `Slot::core` is only dereferenced under the shard's lock, where invariant 4 keeps
-// it valid; everything else in `Timers` is `Send`.
-unsafe impl Send for Timers {}
 
 impl Driver {
     fn new() -> Driver {
@@ -156,18 +156,15 @@ fn is_due(at: i64, now: i64) -> bool {
     cfg!(ctx_loom) || at <= now
 }
 
-/// Arms `core`'s deadline: a new core, live and not yet attached to its parent, so that no
-/// walk can reach it (invariant 7).
-pub(super) fn arm(core: &Core, node: &NodeRef) {
+/// Arms `core`'s deadline: the core of `node`, new, live and not yet attached to its parent,
+/// so that no walk can reach it (invariant 7).
+pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
     let driver = driver();
     let shard = my_shard();
     let at = core.deadline.nanos();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
-        let slot = timers.slots.insert(Slot {
-            node: std::sync::Arc::downgrade(node),
-            core,
-        });
+        let slot = timers.slots.insert(Some(std::sync::Arc::downgrade(node)));
         let encoded = u32::try_from(slot * SHARDS + shard)
             .expect("fewer than 500 million armed deadlines per shard");
         let entry = Entry {
@@ -311,7 +308,7 @@ impl Driver {
             let mut timers = lock(&shard.0);
             while let Some(&Entry { at, slot }) = timers.heap.first() {
                 let slot = slot as usize;
-                if timers.slot(slot).is_dead() {
+                if timers.slot(slot).is_none() {
                     timers.pop();
                     timers.slots.remove(slot);
                     timers.dead -= 1;
@@ -322,11 +319,9 @@ impl Driver {
                     break;
                 }
                 timers.pop();
-                let Slot { node, core } =
-                    timers.slots.remove(slot).expect("a heap entry has a slot");
-                // SAFETY: invariant 4: the core's node cannot finish dropping while we hold
-                // its shard's lock.
-                unsafe { &*core }.timer_slot.store(NO_SLOT, Relaxed);
+                let node = timers.slots.remove(slot).flatten().expect("a live slot");
+                // SAFETY: we hold the shard's lock.
+                unsafe { core_of(&node) }.timer_slot.store(NO_SLOT, Relaxed);
                 if let Some(node) = node.upgrade() {
                     due.push(node);
                 }
@@ -343,10 +338,9 @@ impl Timers {
 
     /// Marks a slot dead (its core was disarmed); returns its weak reference, to be dropped
     /// by the caller. Rebuilds the heap without dead entries once they are half of it.
-    fn kill(&mut self, key: usize) -> WeakNode {
-        let slot = self.slot(key);
-        slot.core = std::ptr::null();
-        let released = std::mem::replace(&mut slot.node, Weak::<Node<()>>::new());
+    fn kill(&mut self, key: usize) -> Slot {
+        let released = self.slot(key).take();
+        debug_assert!(released.is_some(), "a slot is killed once");
         self.dead += 1;
         if self.dead > 32 && self.dead * 2 > self.heap.len() {
             self.purge();
@@ -359,7 +353,7 @@ impl Timers {
     fn purge(&mut self) {
         let mut heap = std::mem::take(&mut self.heap);
         heap.retain(|entry| {
-            let dead = self.slot(entry.slot as usize).is_dead();
+            let dead = self.slot(entry.slot as usize).is_none();
             if dead {
                 self.slots.remove(entry.slot as usize);
             }
@@ -426,10 +420,7 @@ mod tests {
     use std::time::Instant;
 
     fn arm(t: &mut Timers, at: Instant) -> usize {
-        let slot = t.slots.insert(Slot {
-            node: Weak::<Node<()>>::new(),
-            core: std::ptr::NonNull::<Core>::dangling().as_ptr(),
-        });
+        let slot = t.slots.insert(Some(Weak::new()));
         let entry = Entry {
             at: nanos(at),
             slot: slot as u32,
@@ -449,7 +440,7 @@ mod tests {
         let mut order = Vec::new();
         while let Some(first) = t.heap.first().copied() {
             t.pop();
-            let dead = t.slot(first.slot as usize).is_dead();
+            let dead = t.slot(first.slot as usize).is_none();
             t.slots.remove(first.slot as usize);
             if dead {
                 t.dead -= 1;
@@ -458,6 +449,14 @@ mod tests {
             }
         }
         order
+    }
+
+    /// What an armed deadline costs the driver: a 16-byte heap entry and an 8-byte slot (a
+    /// thin weak pointer, `None` its dead state), 16 bytes in the slab with its tag.
+    #[test]
+    fn an_armed_deadline_is_two_small_entries() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(std::mem::size_of::<Slot>(), 8);
     }
 
     /// Disarmed entries are skipped in order; nothing is left behind.
