@@ -417,7 +417,9 @@ impl Core {
         }
         self.ended.store(Ended::ByWalkOf(root).encode(), Relaxed);
         self.state.store(state_of(err), Release);
-        timer::disarm(self); // a no-op unless armed
+        if self.own_deadline {
+            timer::disarm(self); // a no-op unless armed
+        }
     }
 
     /// Registers `waker` for this core's end, or reports the error if it already came.
