@@ -287,6 +287,83 @@ async fn dropping_a_group_cancels_and_aborts_every_task() {
     );
 }
 
+/// A value that counts its drops, to see a context chain freed.
+struct Freed(Arc<AtomicUsize>);
+impl ContextKey for Freed {
+    const NAME: &'static str = "Freed";
+}
+impl Drop for Freed {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (a generous while) until `freed` reads 1.
+async fn until_freed(freed: &AtomicUsize) -> usize {
+    let start = Instant::now();
+    while freed.load(Ordering::SeqCst) == 0 && start.elapsed() < PROMPTLY {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    freed.load(Ordering::SeqCst)
+}
+
+/// Every task hands its reference to the group's state back to `wait` (which drops it): when
+/// the group has waited, or has been dropped with tasks finished, unfinished, failed, panicked
+/// or waiting for a slot, nothing of it is left, down to the parent the group kept alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_leaves_nothing_behind_waited_or_dropped() {
+    // Waited: every kind of ending, under a limit too.
+    for limit in [None, Some(2)] {
+        let freed = Arc::new(AtomicUsize::new(0));
+        let group = Group::<Boom>::new(Context::background().with_value(Freed(freed.clone())));
+        if let Some(n) = limit {
+            group.set_limit(n);
+        }
+        for i in 0..50 {
+            group.spawn(async move {
+                tokio::task::yield_now().await;
+                if i == 7 {
+                    return Err(Boom("seven"));
+                }
+                Ok(())
+            });
+        }
+        assert_eq!(group.wait().await, Err(Boom("seven")));
+        assert_eq!(until_freed(&freed).await, 1, "waited, limit {limit:?}");
+    }
+
+    // Dropped before `wait`: some tasks finished, some pending forever, some waiting for a
+    // slot.
+    let freed = Arc::new(AtomicUsize::new(0));
+    let group = Group::<Boom>::new(Context::background().with_value(Freed(freed.clone())));
+    let finished = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let finished = finished.clone();
+        group.spawn(async move {
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    while finished.load(Ordering::SeqCst) < 10 && start.elapsed() < PROMPTLY {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    group.set_limit(1);
+    for _ in 0..5 {
+        group.spawn(std::future::pending());
+    }
+    drop(group);
+    assert_eq!(until_freed(&freed).await, 1, "dropped");
+
+    // A panicking task drops its reference where it unwinds.
+    let freed = Arc::new(AtomicUsize::new(0));
+    let group = Group::<Boom>::new(Context::background().with_value(Freed(freed.clone())));
+    group.spawn(async { panic!("boom") });
+    let waited = tokio::spawn(group.wait()).await;
+    assert!(waited.is_err_and(|join| join.is_panic()));
+    assert_eq!(until_freed(&freed).await, 1, "panicked");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_is_never_exceeded() {
     let group = Group::<Boom>::new(Context::background());

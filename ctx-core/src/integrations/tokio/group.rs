@@ -99,13 +99,20 @@ use crate::{CancelHandle, Cause, Context};
 /// ```
 pub struct Group<E> {
     shared: Arc<Shared<E>>,
-    tasks: Mutex<JoinSet<()>>,
+    /// Dropped after `shared` (declaration order), which aborts every task left. Each task's
+    /// output is its reference to `Shared`, handed back for `wait` to drop (see [`GroupTask`]).
+    tasks: Mutex<JoinSet<Option<Arc<Shared<E>>>>>,
     limit: Mutex<Option<Arc<Semaphore>>>,
     /// Whether `limit` was ever set (so an unlimited group's spawn takes no lock for it).
     limited: AtomicBool,
 }
 
 /// What every task of the group holds (one reference count per task).
+///
+/// Aligned to its own cache lines, apart from the `Arc`'s counts: the thread spawning tasks
+/// increments the count once per task while the workers running them read `ctx` on every
+/// poll, and on one line each would take the other's copy away.
+#[repr(align(128))]
 struct Shared<E> {
     /// The group's context, current in every task (entered on each poll, not cloned).
     ctx: Context,
@@ -235,7 +242,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
         let task = GroupTask {
-            shared: self.shared.clone(),
+            shared: Some(self.shared.clone()),
             future,
         };
         let limit = if self.limited.load(Ordering::Acquire) {
@@ -248,8 +255,9 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
             // No limit, the usual case: the task is the future itself, nothing around it.
             None => drop(tasks.spawn(task)),
             Some(semaphore) => drop(tasks.spawn(async move {
-                let Ok(Ok(_permit)) = task.shared.ctx.run(semaphore.acquire_owned()).await else {
-                    return; // the group ended while we waited
+                let ctx = &task.shared().ctx;
+                let Ok(Ok(_permit)) = ctx.run(semaphore.acquire_owned()).await else {
+                    return None; // the group ended while we waited
                 };
                 task.await
             })),
@@ -270,10 +278,11 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
     pub async fn wait(self) -> Result<(), E> {
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         while let Some(joined) = tasks.join_next().await {
-            if let Err(join) = joined
-                && join.is_panic()
-            {
-                self.shared.panicked(join.into_panic());
+            match joined {
+                // The task's reference, dropped here, on the thread that took it in `spawn`.
+                Ok(shared) => drop(shared),
+                Err(join) if join.is_panic() => self.shared.panicked(join.into_panic()),
+                Err(_) => {} // aborted: the runtime is shutting down
             }
         }
         if let Some(payload) = lock(&self.shared.panic).take() {
@@ -290,9 +299,9 @@ impl<E: std::error::Error + Send + Sync + 'static> Group<E> {
 
 impl<E> Drop for Group<E> {
     fn drop(&mut self) {
-        // Cancel first so tasks see the context end, then abort whatever is left.
+        // Cancel first so tasks see the context end; then the fields drop, and with them the
+        // `JoinSet`, which aborts whatever is left.
         self.shared.end();
-        lock(&self.tasks).abort_all();
     }
 }
 
@@ -358,8 +367,14 @@ impl std::error::Error for TaskFailed {}
 pin_project_lite::pin_project! {
     /// A task of the group: its future, polled with the group's context current; its error
     /// or its panic settles the group at once.
+    ///
+    /// Its output is its reference to `Shared`, which `wait` drops: so the count is
+    /// incremented (in `spawn`) and decremented on one thread, not bounced between the
+    /// spawning thread and the workers, once per task. (A task aborted, or that panicked,
+    /// drops it where it ends.)
     struct GroupTask<E, F> {
-        shared: Arc<Shared<E>>,
+        // `Some` until the task is ready (a ready future is never polled again).
+        shared: Option<Arc<Shared<E>>>,
         #[pin]
         future: F,
     }
@@ -370,11 +385,14 @@ where
     E: std::error::Error + Send + Sync + 'static,
     F: Future<Output = Result<(), E>>,
 {
-    type Output = ();
+    type Output = Option<Arc<Shared<E>>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (shared, future) = (&**this.shared, this.future);
+        let Some(shared) = this.shared.as_deref() else {
+            return Poll::Ready(None); // polled after it ended (tokio never does)
+        };
+        let future = this.future;
         let polled =
             std::panic::catch_unwind(AssertUnwindSafe(|| shared.ctx.enter(|| future.poll(cx))));
         match polled {
@@ -384,6 +402,15 @@ where
             // Ready too: a panicked future is never polled again.
             Err(payload) => shared.panicked(payload),
         }
-        Poll::Ready(())
+        Poll::Ready(this.shared.take())
+    }
+}
+
+impl<E, F> GroupTask<E, F> {
+    /// The group's shared state, before the task has run.
+    fn shared(&self) -> &Shared<E> {
+        self.shared
+            .as_deref()
+            .expect("a task holds its reference until it ends")
     }
 }
