@@ -138,8 +138,10 @@ pub(in crate::context) enum Link {
     Node(NodeRef),
 }
 
-/// The two roots.
+/// The two roots. A whole word (beside the node pointer's null niche): stored as a byte, it
+/// was read back inside the 8-byte loads that copy a `Link`, which wait for the store.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub(in crate::context) enum Root {
     Background,
     Todo,
