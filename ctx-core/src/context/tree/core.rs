@@ -170,7 +170,7 @@ impl Deadline {
     }
 
     fn get(self) -> Option<Instant> {
-        if self.0 == i64::MIN {
+        if self.is_none() {
             return None;
         }
         let base = Deadline::base();
@@ -340,11 +340,7 @@ impl Core {
     /// The error, once done: the hot path, one atomic load (invariant 1).
     #[inline]
     pub(in crate::context) fn err(&self) -> Option<Error> {
-        match self.state.load(Acquire) {
-            LIVE => None,
-            CANCELLED => Some(Error::Cancelled),
-            _ => Some(Error::DeadlineExceeded),
-        }
+        error_of(self.state.load(Acquire))
     }
 
     /// [`err`](Core::err), after ending this core if its own deadline has passed and the
@@ -600,9 +596,21 @@ impl Core {
     }
 }
 
-fn state_of(err: Error) -> u8 {
+/// The state an error ends a core in (also `Done`'s encoding of a ready error).
+#[inline]
+pub(in crate::context) fn state_of(err: Error) -> u8 {
     match err {
         Error::Cancelled => CANCELLED,
         Error::DeadlineExceeded => DEADLINE,
+    }
+}
+
+/// The error a state means: `None` while live.
+#[inline]
+pub(in crate::context) fn error_of(state: u8) -> Option<Error> {
+    match state {
+        LIVE => None,
+        CANCELLED => Some(Error::Cancelled),
+        _ => Some(Error::DeadlineExceeded),
     }
 }

@@ -115,7 +115,7 @@ pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
 use self::core::Deadline;
-pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline};
+pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline, error_of, state_of};
 #[cfg(test)]
 pub(in crate::context) use self::{
     children::{child_count, is_spread},

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use super::core::Deadline;
 use super::slab::Slab;
-use super::{Core, Kind, Node, NodeRef, discard, walk};
+use super::{Core, Node, NodeRef, discard, walk};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 
 /// `Core::timer_slot` when the core has no pending timer.
@@ -90,10 +90,8 @@ type Slot = Option<Weak<Node<()>>>;
 /// fields valid until its drop has disarmed it there, even once no strong reference is left.
 unsafe fn core_of(node: &Weak<Node<()>>) -> &Core {
     // SAFETY: as the caller promises; the weak reference keeps the allocation itself.
-    match unsafe { &(*node.as_ptr()).kind } {
-        Kind::Cancel(core) => core,
-        _ => unreachable!("only cancel nodes are armed"),
-    }
+    let node = unsafe { &*node.as_ptr() };
+    node.core().expect("only cancel nodes are armed")
 }
 
 impl Driver {
