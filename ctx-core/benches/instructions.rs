@@ -11,7 +11,10 @@
 //! `tokio_util/CancelTree/depth=10/Root=ClosedCanceler`, `CheckCanceled/Err`,
 //! `DeepValueSameGoRoutine/depth=10`, …), and each operation is the same work as that
 //! row's `b.iter` closure there (copied below; keep them in step), its result passed
-//! through `black_box` as criterion does. Setup (the cancelled context, the value chain)
+//! through `black_box` as criterion does. One more pair is `service`'s: `Timeouts/alive=1000`
+//! arms 1,000 `with_timeout`s and drops them (one operation), and its `tokio_util/` twin
+//! does the same with what a tokio user picks instead, tokio's own `tokio::time::timeout`
+//! in place (`common/mod.rs` holds both, for both benches). Setup (the cancelled context, the value chain)
 //! happens once, before the loop, and process start-up and exit come on top, so a single
 //! run's count is not the cost of an operation: `benches/paired --instructions` runs each
 //! row at two iteration counts and divides the difference in instructions by the
@@ -27,8 +30,8 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use common::{
-    DEEP_VALUE_DEPTHS, Missing, build_context_tree, build_token_tree, drop_token_tree, drop_tree,
-    value_chain,
+    DEEP_VALUE_DEPTHS, Missing, build_context_tree, build_token_tree, ctx_timeouts,
+    drop_token_tree, drop_tree, tokio_timeouts, value_chain,
 };
 use ctx_core::Context;
 use futures::FutureExt as _;
@@ -38,6 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 const DEPTHS: [usize; 4] = [1, 10, 100, 1000];
 const ROOTS: [&str; 3] = ["Background", "OpenCanceler", "ClosedCanceler"];
+/// Timeouts alive at once in the `Timeouts` rows (`service`'s 1k statement row).
+const TIMEOUTS_ALIVE: usize = 1000;
 
 /// Every row id, in go_parity.rs's order.
 fn rows() -> Vec<String> {
@@ -56,6 +61,9 @@ fn rows() -> Vec<String> {
     }
     for depth in DEEP_VALUE_DEPTHS {
         rows.push(format!("DeepValueSameGoRoutine/depth={depth}"));
+    }
+    for prefix in ["", "tokio_util/"] {
+        rows.push(format!("{prefix}Timeouts/alive={TIMEOUTS_ALIVE}"));
     }
     rows
 }
@@ -135,6 +143,25 @@ fn deep_value_same_go_routine(depth: usize, iters: u64) {
     iterate(iters, || black_box(&ctx).value::<Missing>().is_none());
 }
 
+/// `service`'s timeouts, `alive` at once: one operation arms `alive` with `with_timeout`,
+/// then drops them all.
+fn timeouts(alive: usize, iters: u64) {
+    let root = Context::background();
+    let mut scopes = Vec::with_capacity(alive);
+    iterate(iters, || ctx_timeouts(&root, &mut scopes, alive));
+}
+
+/// The same with what a tokio user picks instead: `tokio::time::timeout`, in place.
+fn tokio_timeouts_row(alive: usize, iters: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = rt.enter();
+    let mut timeouts = Vec::with_capacity(alive);
+    iterate(iters, || tokio_timeouts(&mut timeouts, alive));
+}
+
 /// Runs `iters` operations of `row`; `false` if there is no such row.
 fn run(row: &str, iters: u64) -> bool {
     if !rows().iter().any(|r| r == row) {
@@ -161,6 +188,8 @@ fn run(row: &str, iters: u64) -> bool {
         (["DeepValueSameGoRoutine", depth], false) => {
             deep_value_same_go_routine(number(depth), iters)
         }
+        (["Timeouts", alive], false) => timeouts(number(alive), iters),
+        (["Timeouts", alive], true) => tokio_timeouts_row(number(alive), iters),
         _ => unreachable!("every listed row is handled"),
     }
     true

@@ -2,10 +2,18 @@
 //! rows (also run by `instructions`, so both measure the same work), and the allocator setting of the benches
 //! that build and free large trees (`scaling`, `service`).
 //!
-//! Each bench includes this as `mod common;` and uses what it needs.
+//! Each bench includes this as `mod common;` and uses what it needs. The timeout rows live
+//! here too, so that `service` (wall time) and `instructions` (callgrind) measure the same work.
 #![allow(dead_code, reason = "each bench uses a part")]
 
+use std::future::{Future, Pending};
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Waker};
+use std::time::Duration;
+
 use ctx_core::{CancelScope, Context, ContextKey};
+use tokio::time::Timeout;
 use tokio_util::sync::CancellationToken;
 
 /// Go's `buildContextTree`: a chain of `depth` cancellable contexts under `root`. Go drops
@@ -95,4 +103,63 @@ pub const DEEP_VALUE_DEPTHS: [usize; 5] = [10, 20, 30, 50, 100];
 /// A chain of `depth` value nodes, each with its own `Depth`.
 pub fn value_chain(depth: usize) -> Context {
     (0..depth).fold(Context::background(), |ctx, i| ctx.with_value(Depth(i)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts: `service`'s with_timeout rows, and `instructions`' `Timeouts` rows
+
+/// The timeout of every timeout row: long enough that none fires while measured.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a user holds to time out an operation with tokio: a `Timeout` around it. The
+/// operation itself is a future that never finishes, so only the timer is measured.
+pub type TokioTimeout = Timeout<Pending<()>>;
+
+/// ctx: `n` scopes `root.with_timeout(60 s)`, all alive at once in `scopes` (reused
+/// between iterations, so its buffer is allocated once and not timed), then all dropped.
+/// Each `with_timeout` reads the clock, allocates its node, and arms its deadline with ctx's
+/// timer driver; each drop cancels the scope, which disarms the deadline and frees the node.
+/// The driver thread never fires: nothing expires within the minute.
+pub fn ctx_timeouts(root: &Context, scopes: &mut Vec<CancelScope>, n: usize) {
+    for _ in 0..n {
+        scopes.push(root.with_timeout(TIMEOUT));
+    }
+    black_box(&*scopes);
+    scopes.clear();
+}
+
+/// tokio, in place: `n` `tokio::time::timeout(60 s, pending())`, all alive at once in
+/// `timeouts` (reused, never reallocated while any element is pinned: its capacity is
+/// reserved up front), each polled once with a no-op waker, which is when tokio reads the
+/// clock and inserts the entry into its timer wheel; then all dropped, which removes each
+/// entry from the wheel. tokio's timer entry lives inside the `Timeout`, so this side makes
+/// no allocation per timeout, where ctx allocates a node: the strictest comparison.
+/// Must run inside the runtime's context (`Runtime::enter`).
+pub fn tokio_timeouts(timeouts: &mut Vec<TokioTimeout>, n: usize) {
+    assert!(timeouts.is_empty() && timeouts.capacity() >= n);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for _ in 0..n {
+        timeouts.push(tokio::time::timeout(TIMEOUT, std::future::pending()));
+        let last = timeouts.last_mut().expect("just pushed");
+        // SAFETY: `last` is never moved again: the vector's capacity was reserved up front,
+        // so later pushes do not reallocate, and `clear` drops every element in place.
+        let pinned = unsafe { Pin::new_unchecked(last) };
+        assert!(pinned.poll(&mut cx).is_pending());
+    }
+    black_box(&*timeouts);
+    timeouts.clear();
+}
+
+/// tokio, boxed: the same, each `Timeout` in its own `Box::pin` (what code that keeps many
+/// timeouts alive without unsafe pinning does, e.g. in a `FuturesUnordered` or one per task):
+/// one allocation per timeout, as ctx's node.
+pub fn tokio_timeouts_boxed(timeouts: &mut Vec<Pin<Box<TokioTimeout>>>, n: usize) {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for _ in 0..n {
+        let mut timeout = Box::pin(tokio::time::timeout(TIMEOUT, std::future::pending()));
+        assert!(timeout.as_mut().poll(&mut cx).is_pending());
+        timeouts.push(timeout);
+    }
+    black_box(&*timeouts);
+    timeouts.clear();
 }
