@@ -60,38 +60,58 @@ fn roots_allocate_nothing() {
 
 #[test]
 fn each_derivation_is_one_allocation() {
-    let bg = Context::background();
-    assert_eq!(
-        allocations(|| bg.with_cancel()).0,
-        1,
-        "with_cancel of background"
-    );
-    let parent = bg.with_cancel();
-    assert_eq!(
-        allocations(|| parent.with_cancel()).0,
-        1,
-        "with_cancel of a cancellable parent"
-    );
-    let siblings: Vec<_> = (0..3).map(|_| parent.with_cancel()).collect();
-    assert_eq!(
-        allocations(|| parent.with_cancel()).0,
-        1,
-        "registration with siblings present"
-    );
-    assert_eq!(allocations(|| parent.with_value(Key(1))).0, 1, "with_value");
-    assert_eq!(
-        allocations(|| parent.without_cancel()).0,
-        1,
-        "without_cancel"
-    );
-    // The first deadline starts the driver and grows its heap; after that, one allocation.
-    drop(parent.with_timeout(Duration::from_secs(3600)));
-    assert_eq!(
-        allocations(|| parent.with_timeout(Duration::from_secs(3600))).0,
-        1,
-        "with_timeout"
-    );
-    drop(siblings);
+    // On a thread of its own, which has no kept node yet (a dropped scope's node is kept
+    // for this thread's next derivation: see the next test). Every result here is kept
+    // alive, so nothing is kept meanwhile.
+    std::thread::spawn(|| {
+        let bg = Context::background();
+        let (count, first) = allocations(|| bg.with_cancel());
+        assert_eq!(count, 1, "with_cancel of background");
+        let (count, parent) = allocations(|| first.with_cancel());
+        assert_eq!(count, 1, "with_cancel of a cancellable parent");
+        let siblings: Vec<_> = (0..3).map(|_| parent.with_cancel()).collect();
+        let (count, sibling) = allocations(|| parent.with_cancel());
+        assert_eq!(count, 1, "registration with siblings present");
+        let (count, value) = allocations(|| parent.with_value(Key(1)));
+        assert_eq!(count, 1, "with_value");
+        let (count, without) = allocations(|| parent.without_cancel());
+        assert_eq!(count, 1, "without_cancel");
+        // The first deadline starts the driver and grows its heap; after that, one
+        // allocation.
+        let started = parent.with_timeout(Duration::from_secs(3600));
+        let (count, timed) = allocations(|| parent.with_timeout(Duration::from_secs(3600)));
+        assert_eq!(count, 1, "with_timeout");
+        drop((siblings, sibling, value, without, started, timed, parent));
+    })
+    .join()
+    .expect("the counting thread panicked");
+}
+
+#[test]
+fn a_dropped_scope_s_node_is_reused_without_allocating() {
+    std::thread::spawn(|| {
+        let bg = Context::background();
+        let parent = bg.with_cancel();
+        drop(parent.with_cancel());
+        let (count, reused) = allocations(|| parent.with_cancel());
+        assert_eq!(count, 0, "with_cancel after a scope was dropped");
+        drop(reused);
+        let (count, reused) = allocations(|| parent.without_cancel());
+        assert_eq!(count, 0, "without_cancel is built in a kept node too");
+        drop(reused);
+        // Deadlines: once the driver runs and its heap has room, none at all.
+        for _ in 0..3 {
+            drop(parent.with_timeout(Duration::from_secs(3600)));
+        }
+        let (count, timed) = allocations(|| parent.with_timeout(Duration::from_secs(3600)));
+        assert_eq!(count, 0, "with_timeout after a deadline scope was dropped");
+        // A value node is never built in a kept node (its value is not `()`).
+        let (count, value) = allocations(|| timed.with_value(Key(2)));
+        assert_eq!(count, 1, "with_value");
+        drop((value, timed));
+    })
+    .join()
+    .expect("the counting thread panicked");
 }
 
 #[test]

@@ -85,6 +85,14 @@ impl Context {
         self.link.is_sole_reference()
     }
 
+    /// Drops this handle's reference now, leaving the background context: the last
+    /// reference to a plain cancel node keeps its memory for reuse (`tree/recycle.rs`).
+    pub(in crate::context) fn release(&mut self) {
+        if let Link::Node(node) = std::mem::take(&mut self.link) {
+            super::tree::recycle::release(node);
+        }
+    }
+
     /// The core that decides when this context is done; `None` if it never will be.
     #[inline]
     pub(in crate::context) fn core(&self) -> Option<&Core> {

@@ -17,6 +17,15 @@ use crate::Context;
 /// return, a `?` or a panic cancels too. Call [`into_parts`](CancelScope::into_parts) to
 /// hand the canceller to someone else.
 ///
+/// # Memory
+///
+/// A scope dropped while nothing else references its context (no clone, child or waiter
+/// left: the usual end of a request's scope) frees its context at once, and the thread that
+/// dropped it keeps the emptied allocation for its next `with_cancel`, `with_deadline`,
+/// `with_timeout` or `without_cancel`, which then allocates nothing. A thread keeps at most
+/// 131,072 of them (about 15 MiB, and never more than it freed); they are freed when the
+/// thread exits.
+///
 /// # Panics
 ///
 /// Cancelling wakes the tasks waiting on the context and its descendants. Should a waker
@@ -125,9 +134,11 @@ impl CancelHandle {
     /// [`location`](Cause::location) is this call.
     #[track_caller]
     pub fn cancel(self) {
-        let ctx = self.into_context();
+        let mut ctx = self.into_context();
         // Sole reference: no one could observe it (see `Drop`).
-        if !ctx.is_sole_reference() {
+        if ctx.is_sole_reference() {
+            ctx.release();
+        } else {
             ctx.cancel(Error::Cancelled, None, Location::caller());
         }
     }
@@ -154,10 +165,10 @@ impl Drop for CancelHandle {
     fn drop(&mut self) {
         // Nothing else references the context (no clone, child, value node, waiter or
         // after-func; each holds a reference), so no one could observe its cancel: the node
-        // is about to be freed, and its `Drop` unlinks it, releases its timer and dispatches
-        // its after-funcs.
+        // is dropped now (its `Drop` unlinks it, releases its timer and dispatches its
+        // after-funcs), and this thread keeps its memory for its next derivation.
         if self.ctx.is_sole_reference() {
-            return;
+            return self.ctx.release();
         }
         // `Drop` cannot track its caller: the cause's location is where the scope was made.
         if let Some(created) = self.ctx.created() {

@@ -1,7 +1,8 @@
 //! The cancellation tree and the deadline driver: the whole algorithm, behind the thin
 //! handles of `context.rs`, `scope.rs`, `after.rs` and `wait.rs`.
 //!
-//! Every derived context is one [`Node`] in one heap allocation (an `Arc`), holding its
+//! Every derived context is one [`Node`] in one heap allocation (an `Arc`; for a node with no
+//! value, often one this thread kept from a scope dropped last, see `recycle.rs`), holding its
 //! parent, its kind, and, for value nodes, the value itself (the node is unsized over the
 //! value so the value needs no box of its own). Only cancellable nodes (`with_cancel`,
 //! `with_deadline`) carry a [`Core`]: the atomic state, the cause, the waiters, the
@@ -15,6 +16,7 @@
 //! | `children.rs` | the lists of children: a core's own, and its spread once contended |
 //! | `walk.rs` | the cancel walk |
 //! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
+//! | `recycle.rs` | a thread's empty nodes, kept from scopes dropped last, for its next derivations |
 //! | `timer.rs` | the deadline driver |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
@@ -99,6 +101,7 @@ mod after_pool;
 mod children;
 mod core;
 mod drop;
+pub(in crate::context) mod recycle;
 mod slab;
 pub(in crate::context) mod timer;
 mod walk;
@@ -278,12 +281,14 @@ impl Link {
         // copies it over, `new_cyclic` ends with a locked increment that waits for every
         // store before it, and `Arc::get_mut` locks the weak count to prove what we know,
         // that a new `Arc` is unique (each measured at a third of a derivation, or more).
-        let uninit = Arc::<Node<V>>::new_uninit();
+        // A kept block of this thread's, if `V` is `()` (`recycle.rs`), else a new one.
+        let uninit = recycle::take::<V>().unwrap_or_else(Arc::<Node<V>>::new_uninit);
         let slot = Arc::as_ptr(&uninit).cast_mut().cast::<Node<V>>();
-        // SAFETY: `uninit` was just made, so there is no other `Arc` or `Weak` and no
-        // reference to its value: the memory `slot` points at is ours alone (what
-        // `Arc::get_mut` would check), and `Arc::as_ptr` derives it from the allocation, not
-        // from a shared reference, so it may be written. Every field is written, one by one (a
+        // SAFETY: `uninit` was just made, or was kept empty and unique (`recycle.rs`,
+        // invariants 1 and 2), so there is no other `Arc` or `Weak` and no reference to its
+        // value: the memory `slot` points at is ours alone (what `Arc::get_mut` would
+        // check), and `Arc::as_ptr` derives it from the allocation, not from a shared
+        // reference, so it may be written. Every field is written, one by one (a
         // whole `Node` written at once is built on the stack first and copied).
         let node = unsafe {
             (&raw mut (*slot).parent).write(self.clone());
