@@ -81,12 +81,15 @@ impl Context {
     }
 
     /// Whether this handle is the only reference to its node (so no one can observe it).
+    #[inline]
     pub(in crate::context) fn is_sole_reference(&self) -> bool {
         self.link.is_sole_reference()
     }
 
     /// Drops this handle's reference now, leaving the background context: the last
     /// reference to a plain cancel node keeps its memory for reuse (`tree/recycle.rs`).
+    /// Out of line: every `Context`'s drop tests for it, few take it.
+    #[inline(never)]
     pub(in crate::context) fn release(&mut self) {
         if let Link::Node(node) = std::mem::take(&mut self.link) {
             super::tree::recycle::release(node);
@@ -436,6 +439,17 @@ fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Optio
 }
 
 /// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.
+/// The last reference to a context's node, dropped, leaves its memory to this thread's
+/// next derivation (`tree/recycle.rs`); any other is a plain decrement.
+impl Drop for Context {
+    #[inline]
+    fn drop(&mut self) {
+        if self.is_sole_reference() {
+            self.release();
+        }
+    }
+}
+
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chain = Vec::new();

@@ -19,10 +19,11 @@ use crate::Context;
 ///
 /// # Memory
 ///
-/// A scope dropped while nothing else references its context (no clone, child or waiter
-/// left: the usual end of a request's scope) frees its context at once, and the thread that
-/// dropped it keeps the emptied allocation for its next `with_cancel`, `with_deadline`,
-/// `with_timeout` or `without_cancel`, which then allocates nothing. A thread keeps at most
+/// When the last reference to a scope's context goes (usually the scope itself, dropped
+/// once no clone, child or waiter is left: the end of a request's scope), the context is
+/// freed at once, and the thread that dropped it keeps the emptied allocation for its next
+/// `with_cancel`, `with_deadline`, `with_timeout` or `without_cancel`, which then allocates
+/// nothing. A thread keeps at most
 /// 131,072 of them (about 15 MiB, and never more than it freed); they are freed when the
 /// thread exits.
 ///

@@ -2,7 +2,7 @@
 //! handles of `context.rs`, `scope.rs`, `after.rs` and `wait.rs`.
 //!
 //! Every derived context is one [`Node`] in one heap allocation (an `Arc`; for a node with no
-//! value, often one this thread kept from a scope dropped last, see `recycle.rs`), holding its
+//! value, often one this thread kept from a cancel node it freed, see `recycle.rs`), holding its
 //! parent, its kind, and, for value nodes, the value itself (the node is unsized over the
 //! value so the value needs no box of its own). Only cancellable nodes (`with_cancel`,
 //! `with_deadline`) carry a [`Core`]: the atomic state, the cause, the waiters, the
@@ -16,7 +16,7 @@
 //! | `children.rs` | the lists of children: a core's own, and its spread once contended |
 //! | `walk.rs` | the cancel walk |
 //! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
-//! | `recycle.rs` | a thread's empty nodes, kept from scopes dropped last, for its next derivations |
+//! | `recycle.rs` | a thread's emptied cancel nodes, kept for its next derivations |
 //! | `timer.rs` | the deadline driver |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
@@ -265,6 +265,7 @@ impl Link {
     }
 
     /// Whether this is the only reference to its node (so no one else can observe it).
+    #[inline]
     pub(in crate::context) fn is_sole_reference(&self) -> bool {
         matches!(self, Link::Node(node) if Arc::strong_count(node) == 1)
     }

@@ -1,11 +1,12 @@
 //! Reusing the memory of freed cancel nodes, per thread.
 //!
-//! A cancel scope dropped while it holds the only reference to its node (the common end of a
-//! request's scope: its children, waiters and clones are gone) has its node emptied in place,
-//! exactly as if it were freed (`Node`'s `Drop` runs: unlinked, disarmed, after-funcs
-//! dispatched, parent released), and keeps the empty allocation on this thread's free list
-//! instead of handing it back to the allocator. The next node this thread derives with a
-//! `()` value (a cancel, deadline or `without_cancel` node) is built in it.
+//! When the last reference to a cancellable context is dropped (by its scope, the common end
+//! of a request's scope once its children, waiters and clones are gone, or by its last
+//! `Context`), its node is emptied in place, exactly as if it were freed (`Node`'s `Drop`
+//! runs: unlinked, disarmed, after-funcs dispatched, parent released), and the empty
+//! allocation stays on this thread's free list instead of going back to the allocator. The
+//! next node this thread derives with a `()` value (a cancel, deadline or `without_cancel`
+//! node) is built in it.
 //!
 //! Why: with many contexts alive, the order a general-purpose allocator hands freed blocks
 //! back in decides how many cache misses building and dropping the next ones take (glibc's
@@ -70,22 +71,21 @@ impl Kept {
         }
     }
 
-    /// Keeps `blank`, or gives it back if the list is full.
-    fn push(&self, mut blank: Arc<Blank>) -> Result<(), Arc<Blank>> {
+    /// Keeps `blank` (empty and unique: invariants 1 and 2), or gives it back if the list
+    /// is full.
+    fn push(&self, blank: Arc<Blank>) -> Result<(), Arc<Blank>> {
         if self.len.get() >= KEEP {
             return Err(blank);
         }
-        let Some(memory) = Arc::get_mut(&mut blank) else {
-            return Err(blank); // not unique: never the case (invariant 1), but then not ours
-        };
-        // SAFETY: the block is empty and ours alone (invariants 1, 2); a `Node<()>` is
+        // SAFETY: the block is empty and ours alone (invariants 1, 2), and `Arc::as_ptr`
+        // derives the pointer from the allocation, so it may be written; a `Node<()>` is
         // pointer-aligned and larger than a pointer.
         unsafe {
-            memory
-                .as_mut_ptr()
+            Arc::as_ptr(&blank)
+                .cast_mut()
                 .cast::<*const Blank>()
-                .write(self.head.get())
-        };
+                .write(self.head.get());
+        }
         self.head.set(Arc::into_raw(blank));
         self.len.set(self.len.get() + 1);
         Ok(())
@@ -112,8 +112,8 @@ pub(super) fn take<V: 'static>() -> Option<Arc<MaybeUninit<Node<V>>>> {
     Some(unsafe { Arc::from_raw(Arc::into_raw(blank).cast::<MaybeUninit<Node<V>>>()) })
 }
 
-/// Frees `node`, the last reference a cancel scope held, keeping its memory for reuse if
-/// it is a plain cancel node that nothing else references (invariant 1).
+/// Frees `node`, the last reference a scope or context held, keeping its memory for reuse
+/// if it is a plain cancel node that nothing else references (invariant 1).
 pub(in crate::context) fn release(node: NodeRef) {
     let Kind::Cancel(core) = &node.kind else {
         return drop(node);
@@ -129,12 +129,13 @@ pub(in crate::context) fn release(node: NodeRef) {
     if Arc::get_mut(&mut node).is_none() {
         return drop(node); // the deadline driver holds it: it is firing it right now
     }
+    // Unique from here on: no other `Arc` or `Weak` exists to make another from.
     // SAFETY: `MaybeUninit<T>` has `T`'s size and alignment.
-    let mut blank = unsafe { Arc::from_raw(Arc::into_raw(node).cast::<Blank>()) };
-    let memory = Arc::get_mut(&mut blank).expect("unique: checked above");
-    // SAFETY: the node is initialised and ours alone; it is dropped once, here, and the
+    let blank = unsafe { Arc::from_raw(Arc::into_raw(node).cast::<Blank>()) };
+    // SAFETY: the node is initialised and ours alone (so its memory may be written through
+    // the allocation's pointer, as in `Link::derive`); it is dropped once, here, and the
     // block is empty from now on (if a drop panics, unwinding frees the block unread).
-    unsafe { ptr::drop_in_place(memory.as_mut_ptr()) };
+    unsafe { ptr::drop_in_place(Arc::as_ptr(&blank).cast_mut().cast::<Node<()>>()) };
     if let Ok(Err(blank)) = KEPT.try_with(move |kept| kept.push(blank)) {
         drop(blank);
     }
@@ -209,21 +210,25 @@ mod tests {
     }
 
     #[test]
-    fn a_node_anything_else_holds_is_not_kept() {
+    fn a_node_is_kept_only_once_nothing_else_holds_it() {
         on_a_new_thread(|| {
             let bg = Context::background();
             let scope = bg.with_cancel();
             let clone = scope.context().clone();
-            drop(scope); // cancels: the clone sees it
+            drop(scope); // the clone holds it: cancelled, not kept
             assert!(clone.is_cancelled());
-            drop(clone); // the last reference, but not a scope's: freed as usual
             assert_eq!(kept(), 0);
+            drop(clone); // the last reference, a context's: kept
+            assert_eq!(kept(), 1);
 
-            let parent = bg.with_cancel();
+            let parent = bg.with_cancel(); // built in the kept block
             let child = parent.with_cancel();
             drop(parent); // the child holds it
             assert_eq!(kept(), 0);
-            drop(child); // kept: the child's node; its parent is then freed as usual
+            drop(child); // kept: the child's node (its parent is then freed as usual)
+            assert_eq!(kept(), 1);
+
+            drop(bg.with_value(Plain)); // a value node's value is not `()`: freed as usual
             assert_eq!(kept(), 1);
 
             let other = bg.with_cancel(); // built in the kept block
@@ -233,8 +238,14 @@ mod tests {
             drop(merged); // a merged node's value is not `()`: freed as usual
             assert_eq!(kept(), 0, "the merge is not kept");
             drop(first);
-            assert_eq!(kept(), 1, "its first parent, dropped last, is");
+            drop(other);
+            assert_eq!(kept(), 2, "its parents, dropped last, are");
         });
+    }
+
+    struct Plain;
+    impl ContextKey for Plain {
+        const NAME: &'static str = "Plain";
     }
 
     struct Explodes;
