@@ -8,7 +8,7 @@
 #[cfg(ctx_loom)]
 pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, fence},
 };
 #[cfg(ctx_loom)]
 pub(crate) use loom::{thread, thread_local};
@@ -16,7 +16,7 @@ pub(crate) use loom::{thread, thread_local};
 #[cfg(not(ctx_loom))]
 pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, fence},
 };
 #[cfg(not(ctx_loom))]
 pub(crate) use std::{thread, thread_local};

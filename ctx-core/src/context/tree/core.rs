@@ -13,7 +13,7 @@ use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
 use super::{Panic, WeakNode, catch, discard, timer, walk};
 use crate::context::error::{Cause, Error};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, lock};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, fence, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
@@ -340,7 +340,21 @@ impl Core {
     /// The error, once done: the hot path, one atomic load (invariant 1).
     #[inline]
     pub(in crate::context) fn err(&self) -> Option<Error> {
-        error_of(self.state.load(Acquire))
+        error_of(self.read_state())
+    }
+
+    /// The state, with `Acquire` ordering once it is done (what invariant 1 needs: the cause
+    /// and the walk's work become visible), but `Relaxed` while live: a relaxed load does not
+    /// order the loads around it, so a loop that checks for cancellation keeps the context's
+    /// other fields (its link, its kind) in registers rather than reloading them after every
+    /// check.
+    #[inline]
+    fn read_state(&self) -> u8 {
+        let state = self.state.load(Relaxed);
+        if state != LIVE {
+            fence(Acquire);
+        }
+        state
     }
 
     /// [`err`](Core::err), after ending this core if its own deadline has passed and the
@@ -370,7 +384,7 @@ impl Core {
 
     #[inline]
     pub(in crate::context) fn is_done(&self) -> bool {
-        self.state.load(Acquire) != LIVE
+        self.read_state() != LIVE
     }
 
     pub(in crate::context) fn cause(&self) -> Option<Cause> {

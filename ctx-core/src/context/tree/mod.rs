@@ -25,7 +25,9 @@
 //!
 //! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
 //!    the core's own lock, after the cause (or `cause_from`) is stored. Readers need no lock:
-//!    one `Acquire` load tells done or not, and makes the cause visible.
+//!    one load tells done or not, and once it reads done, an `Acquire` fence after it makes
+//!    the cause visible (`Core::read_state`; while live the load is `Relaxed`, so a loop
+//!    that checks for cancellation does not reload the context's other fields).
 //! 2. **List links.** A core's children form intrusive doubly-linked lists: its own, whose
 //!    head is in its `Inner`, and, once derivations from it contended, one per shard of its
 //!    spread (`children.rs`). Every link of a child (`prev`, `next`, `owner`) is read and
