@@ -438,7 +438,6 @@ fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Optio
     None
 }
 
-/// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.
 /// The last reference to a context's node, dropped, leaves its memory to this thread's
 /// next derivation (`tree/recycle.rs`); any other is a plain decrement.
 impl Drop for Context {
@@ -450,6 +449,7 @@ impl Drop for Context {
     }
 }
 
+/// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chain = Vec::new();

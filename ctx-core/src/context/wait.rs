@@ -65,7 +65,22 @@ pub struct Done {
     /// The error, if the context was already done when `done()` was called: then the
     /// `Done` holds no reference to it.
     ready: Ready,
-    waiter: Waiter<Context>,
+    /// While `ready` holds an error, the background context and no registration: nothing
+    /// to drop (see `Drop`).
+    waiter: std::mem::ManuallyDrop<Waiter<Context>>,
+}
+
+/// Inline, only the test of `ready`: a `Done` that was ready when made holds nothing to
+/// release, and its drop stays small enough for what wraps it (`now_or_never`) to be
+/// inlined and build it in place; moved through memory instead, it waits for its own
+/// stores (measured back to back: 5 vs 8-9 ns a done context's `done().now_or_never()`).
+impl Drop for Done {
+    #[inline]
+    fn drop(&mut self) {
+        if self.ready.get().is_none() {
+            self.drop_waiter();
+        }
+    }
 }
 
 /// An `Option<Error>` in a whole word: the core's state for it (`tree::state_of`). A `Done`
@@ -111,6 +126,13 @@ impl Done {
     #[inline(never)]
     fn poll_waiter(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
         self.waiter.poll(cx)
+    }
+
+    /// Drops the waiter: its registration, and its reference to the context.
+    #[inline(never)]
+    fn drop_waiter(&mut self) {
+        // SAFETY: called once, from `drop`; the waiter is never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.waiter) }
     }
 }
 
@@ -205,17 +227,17 @@ impl Context {
         match self.err() {
             Some(err) => Done {
                 ready: Ready::of(err),
-                waiter: Waiter {
+                waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: Context::background(),
                     key: None,
-                },
+                }),
             },
             None => Done {
                 ready: Ready::NOT_YET,
-                waiter: Waiter {
+                waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: self.clone(),
                     key: None,
-                },
+                }),
             },
         }
     }
