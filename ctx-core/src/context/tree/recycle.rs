@@ -248,6 +248,41 @@ mod tests {
         const NAME: &'static str = "Plain";
     }
 
+    #[test]
+    fn a_reused_node_takes_its_new_parent_s_values_and_deadline_not_its_old_one_s() {
+        on_a_new_thread(|| {
+            let bg = Context::background();
+            let with_value = bg.with_value(Plain).with_timeout(Duration::from_secs(60));
+            let old = with_value.with_cancel();
+            assert!(old.value::<Plain>().is_some() && old.deadline().is_some());
+            drop(old);
+            let reused = bg.with_cancel();
+            assert_eq!(kept(), 0, "built in the block `old` left");
+            assert!(reused.value::<Plain>().is_none(), "no value above it now");
+            assert!(reused.deadline().is_none(), "no deadline above it now");
+            assert_eq!(
+                reused.to_string(),
+                "context.Background.WithCancel",
+                "its chain is its new one"
+            );
+        });
+    }
+
+    #[test]
+    fn a_node_freed_on_another_thread_is_kept_there() {
+        on_a_new_thread(|| {
+            let scope = Context::background().with_cancel();
+            let kept_there = std::thread::spawn(move || {
+                drop(scope);
+                kept()
+            })
+            .join()
+            .expect("the dropping thread panicked");
+            assert_eq!(kept_there, 1, "kept by the thread that freed it");
+            assert_eq!(kept(), 0, "not by the one that made it");
+        });
+    }
+
     struct Explodes;
     impl Drop for Explodes {
         fn drop(&mut self) {
