@@ -170,7 +170,7 @@ async fn non_retryable_failures_are_not_retried() {
             Err("Deadline expired".to_string()),
         ),
     ] {
-        let (service, log) = scripted([answer.clone()], Duration::from_millis(5));
+        let (service, log) = scripted([answer], Duration::from_millis(5));
         let result = send(&fast(), service, &ctx).await;
         match (&result, &expect) {
             (Err(got), Err(want)) => assert!(got.contains(want), "{answer:?}: {got}"),
@@ -477,5 +477,22 @@ async fn hyper_connect_errors_are_retried_up_to_max_attempts() {
     let ctx = Context::background().with_timeout(Duration::from_secs(30));
     let err = http_call(&url, &policy, &ctx).await.unwrap_err();
     assert!(err.contains("connect") || err.contains("Connect"), "{err}");
+    assert_eq!(*failures.lock().unwrap(), [Failure::Connect; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_connect_errors_are_retried_up_to_max_attempts() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let seen = failures.clone();
+    let policy = fast().max_attempts(3).retry_on(move |failure| {
+        seen.lock().unwrap().push(failure);
+        failure.is_transient()
+    });
+    let ctx = Context::background().with_timeout(Duration::from_secs(30));
+    let status = grpc_call(&url, &policy, &ctx).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(*failures.lock().unwrap(), [Failure::Connect; 3]);
 }
