@@ -276,6 +276,34 @@ async fn the_backoff_never_sleeps_past_the_deadline() {
     }
 }
 
+#[tokio::test]
+async fn a_backoff_ends_when_the_context_does() {
+    // A 60 s backoff, no deadline: a cancel during the pause ends it at once; the attempt
+    // then made sees the context done (here, unchecked by the scripted service) and the
+    // policy retries no more.
+    let policy = RetryPolicy::new()
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .max_attempts(5);
+    let scope = Context::background().with_cancel();
+    let ctx = scope.context().clone();
+    let (service, log) = scripted([Answer::Status(503); 3], Duration::ZERO);
+    let watch = policy.clone();
+    let call = tokio::spawn(async move { send(&policy, service, &ctx).await });
+    // The first attempt is measured when it ends, in the same (synchronous) step that
+    // decides on the retry and starts its backoff: on this one-thread runtime, once the
+    // measurement is there, the call is in its backoff.
+    while watch.typical_attempt().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    scope.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the backoff outlived its context")
+        .unwrap();
+    assert_eq!(result, Ok(503));
+    assert_eq!(log.lock().unwrap().len(), 2);
+}
+
 // ---- over loopback -------------------------------------------------------------------
 
 /// A tonic service (`demo.Flaky/Call`) that answers a trailers-only status for each scripted

@@ -2,7 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -13,7 +16,7 @@ use tower::util::rng::HasherRng;
 
 use super::BoxError;
 use super::grpc_timeout::remaining_budget;
-use crate::Context;
+use crate::{Context, Done};
 
 /// The header that tells a server how many attempts came before this one (gRFC A6).
 pub const GRPC_PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
@@ -313,11 +316,7 @@ impl RetryPolicy {
     /// The attempt in flight ended with `failure` (`None`: it succeeded); the backoff to
     /// sleep before the next attempt, or `None` for no retry. Shared by the tower policy and
     /// the reqwest middleware.
-    fn after_attempt(
-        &mut self,
-        ctx: &Context,
-        failure: Option<Failure>,
-    ) -> Option<tokio::time::Sleep> {
+    fn after_attempt(&mut self, ctx: &Context, failure: Option<Failure>) -> Option<RetryBackoff> {
         if let Some(started) = self.started.take() {
             let mut recent = lock(&self.shared.recent);
             if recent.len() == WINDOW {
@@ -353,12 +352,47 @@ impl RetryPolicy {
                 return None;
             }
         }
-        self.shared.budget.withdraw().then_some(sleep)
+        self.shared.budget.withdraw().then(|| RetryBackoff {
+            sleep,
+            done: ctx.done(),
+        })
     }
 
     /// The value of `grpc-previous-rpc-attempts` for the next attempt.
     fn previous_attempts(&self) -> HeaderValue {
         HeaderValue::from(self.attempts)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The pause before a retry: a backoff on tokio's clock that ends early when the
+    /// request's context ends (the retry then fails at once in the deadline layer below,
+    /// unsent).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RetryBackoff {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        done: Done,
+    }
+}
+
+impl Future for RetryBackoff {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        if Pin::new(this.done).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.sleep.poll(cx)
+    }
+}
+
+impl fmt::Debug for RetryBackoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBackoff")
+            .field("until", &self.sleep.deadline())
+            .finish_non_exhaustive()
     }
 }
 
@@ -406,7 +440,7 @@ impl<B, R> Policy<Request<B>, Response<R>, BoxError> for RetryPolicy
 where
     B: RetryBody,
 {
-    type Future = tokio::time::Sleep;
+    type Future = RetryBackoff;
 
     fn retry(
         &mut self,
