@@ -180,8 +180,9 @@ struct Shared {
 /// let request = http::Request::builder().uri("/").body(String::new()).unwrap();
 /// let response = ctx.scope(client.oneshot(request)).await.unwrap();
 /// assert_eq!(response.status(), 200);
-/// let attempts: Vec<_> = seen.lock().unwrap().iter().map(|h| h.clone().map(|v| v.to_str().unwrap().to_owned())).collect();
-/// assert_eq!(attempts, [None, Some("1".into()), Some("2".into())]);
+/// let one = http::HeaderValue::from_static("1");
+/// let two = http::HeaderValue::from_static("2");
+/// assert_eq!(*seen.lock().unwrap(), [None, Some(one), Some(two)]);
 /// # });
 /// ```
 #[derive(Clone)]
@@ -293,6 +294,11 @@ impl RetryPolicy {
         retryable: impl Fn(Failure) -> bool + Send + Sync + 'static,
     ) -> RetryPolicy {
         self.configure(|shared| shared.retry_on = Arc::new(retryable))
+    }
+
+    /// `tower::retry::RetryLayer::new(self)`: the layer that retries by this policy.
+    pub fn into_layer(self) -> tower::retry::RetryLayer<RetryPolicy> {
+        tower::retry::RetryLayer::new(self)
     }
 
     /// The current estimate of a typical attempt's duration, `None` before any attempt was
