@@ -119,7 +119,7 @@ struct Shared {
 /// 1. the request's context is not done, and what is left of its deadline covers the backoff
 ///    *and* a typical attempt (a quantile of the durations of recent attempts, measured over
 ///    a bounded window shared by every clone of the policy): a retry that cannot finish in
-///    time is load for nothing;
+///    time is load for nothing (a context without a deadline sets no such limit);
 /// 2. the retry budget allows it: a [`TpsBudget`] (tower's; shared by clones), which lets
 ///    retries add at most a fixed fraction to the load, so a failing upstream is not hit by
 ///    a retry storm;
