@@ -159,7 +159,7 @@ impl ContextLayer {
     /// # futures::executor::block_on(async {
     /// let root = Context::background().with_cancel();
     /// let layer = ContextLayer::new(&root).with_values(|request, ctx| {
-    ///     let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    ///     let id = request.headers.get("x-request-id").and_then(|v| v.to_str().ok());
     ///     ctx.with_value(RequestId(id.unwrap_or("-").to_owned()))
     /// });
     /// let server = layer.layer(service_fn(|request: http::Request<String>| async move {
