@@ -48,14 +48,14 @@ pub(in crate::integrations::http) const GRPC_DEADLINE_EXCEEDED: u8 = 4;
 pub(in crate::integrations::http) const GRPC_UNAVAILABLE: u8 = 14;
 
 /// A gRPC trailers-only response (HTTP 200, `content-type: application/grpc`, the status in
-/// the headers, no body) with `code` and `message`. Without tonic: the admission layer
+/// the headers, an empty body) with `code` and `message`. Without tonic: the admission layer
 /// answers gRPC requests with the `tower` feature alone. `message` is percent-encoded as
 /// gRPC requires (every byte outside printable ASCII, and `%`).
-pub(in crate::integrations::http) fn grpc_trailers_only<B: Default>(
+pub(in crate::integrations::http) fn grpc_trailers_only<B: From<String>>(
     code: u8,
     message: &str,
 ) -> Response<B> {
-    let mut response = Response::new(B::default());
+    let mut response = Response::new(B::from(String::new()));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

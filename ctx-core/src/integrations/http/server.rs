@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -219,7 +218,7 @@ pub struct ContextService<S> {
 impl<S, B, R> Service<Request<B>> for ContextService<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
-    R: Body + Unpin + From<String> + Default,
+    R: From<String>,
 {
     type Response = Response<ContextBody<R>>;
     type Error = S::Error;
@@ -258,7 +257,7 @@ where
 /// shutdown), hence `503`. A gRPC request (served through this layer, as tonic routes inside
 /// an axum router are) gets the same as a trailers-only `DEADLINE_EXCEEDED` or `UNAVAILABLE`.
 /// Fixed texts; the cause is logged.
-fn ended_response<R: From<String> + Default>(
+fn ended_response<R: From<String>>(
     err: crate::Error,
     cause: Option<&Cause>,
     grpc: bool,
@@ -317,7 +316,7 @@ impl<F, R> ResponseFuture<F, R> {
 impl<F, R, E> Future for ResponseFuture<F, R>
 where
     F: Future<Output = Result<Response<R>, E>>,
-    R: Body + Unpin + From<String> + Default,
+    R: From<String>,
 {
     type Output = Result<Response<ContextBody<R>>, E>;
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use http_body::{Body, Frame, SizeHint};
@@ -17,6 +18,8 @@ enum State<B> {
     /// Polled as it is: the layer's own answer (no context), or a handler's body under
     /// [`finish_handlers`](super::ContextLayer::finish_handlers) (its context current).
     Plain(B),
+    /// A handler's body, to be raced against the request's context from its first poll.
+    Fresh(B),
     /// A handler's body, its frames raced against the request's context.
     Raced(RacedBody<B>),
     /// Ended: by its own end, an error, or the context.
@@ -34,10 +37,15 @@ enum State<B> {
 ///   before the last chunk; HTTP/2: the stream is reset), not a short one that looks whole;
 /// - dropped before its end (the client went away), it cancels the context with
 ///   [`ClientDisconnected`] as the cause.
+///
+/// At the tower level, [`into_inner`](ContextBody::into_inner) gives the service's body back.
 pub struct ContextBody<B> {
     state: State<B>,
     /// The request's context; `None` once it ended (or for the layer's own answers).
     scope: Option<CancelScope>,
+    /// `is_end_stream` said `true`: a server drops such a body without polling it, and that
+    /// drop ends the request as completed, not as a disconnect.
+    said_end: AtomicBool,
 }
 
 impl<B> ContextBody<B> {
@@ -46,31 +54,35 @@ impl<B> ContextBody<B> {
         ContextBody {
             state: State::Plain(body),
             scope: None,
+            said_end: AtomicBool::new(false),
         }
     }
-}
 
-impl<B: Body + Unpin> ContextBody<B> {
     /// A handler's body, under `scope` until its end; its frames are raced against the
     /// context when `raced`.
     pub(super) fn new(body: B, scope: CancelScope, raced: bool) -> ContextBody<B> {
-        if body.is_end_stream() {
-            // Nothing to send (a server does not poll such a body): the request is over.
-            drop(scope);
-            return ContextBody::plain(body);
-        }
         let state = match raced {
-            true => State::Raced(RacedBody::new(scope.context().clone(), body)),
+            true => State::Fresh(body),
             false => State::Plain(body),
         };
         ContextBody {
             state,
             scope: Some(scope),
+            said_end: AtomicBool::new(false),
         }
     }
-}
 
-impl<B> ContextBody<B> {
+    /// The service's body, if this one was never polled (`None` once it was: it may have
+    /// been dropped by then); the request's context ends, as completed. For tower-level
+    /// uses whose response type is not an [`http_body::Body`].
+    pub fn into_inner(mut self) -> Option<B> {
+        self.scope = None;
+        match std::mem::replace(&mut self.state, State::Over) {
+            State::Plain(body) | State::Fresh(body) => Some(body),
+            State::Raced(_) | State::Over => None,
+        }
+    }
+
     /// The body is over: its context ends, as completed.
     fn finish(&mut self) {
         self.state = State::Over;
@@ -80,8 +92,11 @@ impl<B> ContextBody<B> {
 
 impl<B> Drop for ContextBody<B> {
     fn drop(&mut self) {
-        // Dropped before its end: the client went away mid-body.
-        if let Some(scope) = self.scope.take() {
+        // Dropped before its end: the client went away mid-body (unless the body had said
+        // it was over, and the server dropped it for that).
+        if let Some(scope) = self.scope.take()
+            && !self.said_end.load(Ordering::Relaxed)
+        {
             scope.cancel_with(Cause::from_error(ClientDisconnected));
         }
     }
@@ -100,6 +115,12 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = self.get_mut();
+        if let State::Fresh(_) = this.state
+            && let Some(scope) = &this.scope
+            && let State::Fresh(body) = std::mem::replace(&mut this.state, State::Over)
+        {
+            this.state = State::Raced(RacedBody::new(scope.context().clone(), body));
+        }
         let polled = match (&mut this.state, &this.scope) {
             (State::Over, _) => return Poll::Ready(None),
             (State::Plain(body), None) => return Pin::new(body).poll_frame(cx).map_err(Into::into),
@@ -109,12 +130,15 @@ where
             (State::Raced(raced), Some(scope)) => {
                 std::task::ready!(scope.enter(|| raced.poll_frame(cx)))
             }
-            (State::Raced(_), None) => unreachable!("a raced body has its scope until its end"),
+            (State::Raced(_) | State::Fresh(_), None) => {
+                unreachable!("a raced body has its scope until its end")
+            }
+            (State::Fresh(_), Some(_)) => unreachable!("made raced above"),
         };
         match polled {
             Ok(Some(Ok(frame))) => {
                 let ended = match &this.state {
-                    State::Plain(body) => body.is_end_stream(),
+                    State::Plain(body) | State::Fresh(body) => body.is_end_stream(),
                     State::Raced(raced) => raced.is_end_stream(),
                     State::Over => true,
                 };
@@ -149,16 +173,20 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.state {
-            State::Plain(body) => body.is_end_stream(),
+        let ended = match &self.state {
+            State::Plain(body) | State::Fresh(body) => body.is_end_stream(),
             State::Raced(raced) => raced.is_end_stream(),
             State::Over => true,
+        };
+        if ended {
+            self.said_end.store(true, Ordering::Relaxed);
         }
+        ended
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            State::Plain(body) => body.size_hint(),
+            State::Plain(body) | State::Fresh(body) => body.size_hint(),
             State::Raced(raced) => raced.size_hint(),
             State::Over => SizeHint::with_exact(0),
         }
