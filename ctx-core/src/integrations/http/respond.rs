@@ -10,6 +10,7 @@ pub(in crate::integrations::http) const DEADLINE_TEXT: &str = "context deadline 
 /// The text for a request cancelled because the server is shutting down (its root ended).
 pub(in crate::integrations::http) const SHUTDOWN_TEXT: &str = "server shutting down";
 /// The text for a request cancelled otherwise (its client went away, a layer cancelled it).
+#[cfg(feature = "axum")]
 pub(in crate::integrations::http) const CANCELLED_TEXT: &str = "request cancelled";
 
 /// `text/plain; charset=utf-8`, the content type of every text a layer answers with.

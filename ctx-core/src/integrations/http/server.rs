@@ -241,9 +241,11 @@ where
             }
         };
         let future = ctx.scope(ctx.enter(|| self.inner.call(request)));
+        let enforce = !self.finish_handlers;
         ResponseFuture {
-            // The deadline is watched unless handlers are left to finish.
-            deadline: (!self.finish_handlers).then(|| ctx.done()),
+            // The deadline is watched unless handlers are left to finish (or there is none).
+            deadline: (enforce && ctx.deadline().is_some()).then(|| ctx.done()),
+            race_body: enforce,
             future: Some(future),
             scope: Some(scope),
             answered: None,
@@ -287,6 +289,8 @@ pin_project_lite::pin_project! {
         // once the context was cancelled otherwise (a shutdown: the handler sees it and
         // answers as it sees fit, as a graceful server expects).
         deadline: Option<Done>,
+        // Whether the body is raced against the context (not with `finish_handlers`).
+        race_body: bool,
         scope: Option<CancelScope>,
         answered: Option<Response<R>>,
         grpc: bool,
@@ -306,6 +310,7 @@ impl<F, R> ResponseFuture<F, R> {
         ResponseFuture {
             future: None,
             deadline: None,
+            race_body: false,
             scope: None,
             answered: Some(response),
             grpc: false,
@@ -336,7 +341,7 @@ where
                 .expect("a scope until the response is ready");
             // A body still streaming when the context ends is cut, unless the handler was
             // left to finish or answered knowing that its context had ended.
-            let raced = this.deadline.is_some() && scope.err().is_none();
+            let raced = *this.race_body && scope.err().is_none();
             return Poll::Ready(
                 output.map(|response| response.map(|body| ContextBody::new(body, scope, raced))),
             );
