@@ -724,3 +724,71 @@ fn hop_error_is_found_however_deeply_wrapped() {
     let io = std::io::Error::other("disk on fire");
     assert_eq!(HopError::find(&io), None);
 }
+
+/// A layered service whose handler hands out its context and answers with `body`.
+fn handing_out<F>(
+    root: &Context,
+    body: F,
+) -> (
+    impl tower::Service<
+        http::Request<String>,
+        Response = http::Response<ctx_core::http::ContextBody<axum::body::Body>>,
+        Error = Infallible,
+    > + use<F>,
+    Arc<Mutex<Option<Context>>>,
+)
+where
+    F: Fn() -> axum::body::Body + Clone + Send + 'static,
+{
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let server = ContextLayer::new(root).layer(service_fn(move |_: http::Request<String>| {
+        *s.lock().unwrap() = Some(Context::current());
+        let body = body.clone();
+        async move { Ok::<_, Infallible>(http::Response::new(body())) }
+    }));
+    (server, seen)
+}
+
+#[tokio::test]
+async fn the_body_ends_the_request_context_as_completed_or_as_a_disconnect() {
+    let root = Context::background().with_cancel();
+    let chunks = || reporting_body(Context::background(), 3, Duration::from_millis(1));
+
+    // Read to its end: the context lives until then, and ends without a disconnect.
+    let (server, seen) = handing_out(&root, chunks);
+    let response = server.oneshot(request(Some("20S"))).await.unwrap();
+    let ctx = seen.lock().unwrap().take().unwrap();
+    assert_eq!(ctx.err(), None, "alive while the body is unread");
+    response.into_body().collect().await.unwrap();
+    assert_eq!(ctx.err(), Some(Error::Cancelled), "ended with the body");
+    assert!(
+        !ctx.cause()
+            .unwrap()
+            .is::<ctx_core::http::ClientDisconnected>()
+    );
+
+    // Dropped mid-body: the client went away.
+    let (server, seen) = handing_out(&root, chunks);
+    let response = server.oneshot(request(Some("20S"))).await.unwrap();
+    let ctx = seen.lock().unwrap().take().unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    assert!(
+        ctx.cause()
+            .unwrap()
+            .is::<ctx_core::http::ClientDisconnected>()
+    );
+
+    // Cut by the deadline: the error is the context's.
+    let slow = || reporting_body(Context::background(), 1_000, Duration::from_millis(20));
+    let (server, _) = handing_out(&root, slow);
+    let response = server.oneshot(request(Some("100m"))).await.unwrap();
+    let err = response.into_body().collect().await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Error>(),
+        Some(&Error::DeadlineExceeded),
+        "{err}"
+    );
+}
