@@ -725,6 +725,9 @@ fn hop_error_is_found_however_deeply_wrapped() {
     assert_eq!(HopError::find(&io), None);
 }
 
+/// The context a handler handed out.
+type Seen = Arc<Mutex<Option<Context>>>;
+
 /// A layered service whose handler hands out its context and answers with `body`.
 fn handing_out<F>(
     root: &Context,
@@ -735,7 +738,7 @@ fn handing_out<F>(
         Response = http::Response<ctx_core::http::ContextBody<axum::body::Body>>,
         Error = Infallible,
     > + use<F>,
-    Arc<Mutex<Option<Context>>>,
+    Seen,
 )
 where
     F: Fn() -> axum::body::Body + Clone + Send + 'static,
