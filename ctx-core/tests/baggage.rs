@@ -90,6 +90,14 @@ fn received(
     trusted: Option<BaggageKeys>,
     header: &str,
 ) -> (Option<u32>, Option<String>, Option<BaggageReport>) {
+    received_all(trusted, &[header])
+}
+
+/// What a server layer (trusting `trusted`) gives its handler for these `baggage` headers.
+fn received_all(
+    trusted: Option<BaggageKeys>,
+    headers: &[&str],
+) -> (Option<u32>, Option<String>, Option<BaggageReport>) {
     let root = Context::background();
     let mut layer = ContextLayer::new(&root);
     if let Some(trusted) = trusted {
@@ -113,13 +121,18 @@ fn received(
         );
         Ok::<_, Infallible>(http::Response::new(seen))
     }));
-    let request = http::Request::builder()
-        .header(BAGGAGE, header)
+    let request = headers
+        .iter()
+        .fold(http::Request::builder(), |request, header| {
+            request.header(BAGGAGE, *header)
+        })
         .body(String::new())
         .unwrap();
     let Seen(tenant, note, report) = futures::executor::block_on(server.oneshot(request))
         .unwrap()
-        .into_body();
+        .into_body()
+        .into_inner()
+        .expect("the handler's answer");
     (tenant, note, report)
 }
 
@@ -450,6 +463,10 @@ fn several_baggage_headers_are_one_list() {
     assert_eq!(back.value::<Note>().map(|n| n.0.as_str()), Some("x"));
     assert_eq!(report.accepted, ["note", "tenant"]);
     assert!(report.rejected[0].reason.contains("repeated"));
+    // Through a server layer: both headers' entries reach the handler.
+    let (tenant, note, report) = received_all(Some(keys()), &["note=x", "tenant=7"]);
+    assert_eq!((tenant, note.as_deref()), (Some(7), Some("x")));
+    assert_eq!(report.unwrap().accepted, ["note", "tenant"]);
     // No header: nothing to report.
     assert!(
         keys()
