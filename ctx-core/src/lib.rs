@@ -306,6 +306,8 @@ pub use integrations::http;
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 #[cfg(feature = "tracing")]
 pub use integrations::trace;
+#[cfg(feature = "test-util")]
+pub use context::testing;
 
 #[cfg(feature = "macros")]
 pub use ctx_macros::{ContextKey, cancellable};

@@ -101,8 +101,12 @@
 
 mod after_pool;
 mod children;
+#[cfg(feature = "test-util")]
+pub(in crate::context) mod clock;
 mod core;
 mod drop;
+#[cfg(feature = "test-util")]
+pub(in crate::context) mod explored;
 pub(in crate::context) mod recycle;
 mod slab;
 pub(in crate::context) mod timer;
@@ -302,6 +306,8 @@ impl Link {
             (&raw mut (*slot).value).write(value);
             uninit.assume_init()
         };
+        #[cfg(feature = "test-util")]
+        explored::inherit(self, &node.kind);
         #[cfg(feature = "debug-tree")]
         super::debug::register(&*node);
         node
