@@ -331,6 +331,8 @@ pub use context::{
 
 #[cfg(feature = "debug-tree")]
 pub use context::debug;
+#[cfg(feature = "test-util")]
+pub use context::testing;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use integrations::db;
 #[cfg(feature = "tower")]
@@ -339,8 +341,6 @@ pub use integrations::http;
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 #[cfg(feature = "tracing")]
 pub use integrations::trace;
-#[cfg(feature = "test-util")]
-pub use context::testing;
 
 #[cfg(feature = "macros")]
 pub use ctx_macros::{ContextKey, cancellable};

@@ -127,7 +127,10 @@ fn a_panic_names_the_point_and_keeps_the_body_s_message() {
         explore_cancellation_blocking(|ctx: Context| {
             let first = ctx.checkpoint();
             let second = ctx.checkpoint(); // at `line`
-            assert!(first.is_err() || second.is_ok(), "the second step saw {second:?}");
+            assert!(
+                first.is_err() || second.is_ok(),
+                "the second step saw {second:?}"
+            );
         })
     })
     .unwrap_err();
@@ -153,7 +156,8 @@ fn a_panic_names_the_point_and_keeps_the_body_s_message() {
 async fn two_calls(ctx: &Context, log: &Mutex<Vec<&'static str>>) -> Result<(), Error> {
     ctx.run(async { log.lock().unwrap().push("debit") }).await?;
     tokio::task::yield_now().await;
-    ctx.run(async { log.lock().unwrap().push("credit") }).await?;
+    ctx.run(async { log.lock().unwrap().push("credit") })
+        .await?;
     Ok(())
 }
 
@@ -229,6 +233,28 @@ async fn exploring_works_on_a_paused_clock_and_across_tasks() {
     let cancelled = Err(Error::Cancelled);
     assert_eq!(
         ended.into_inner().unwrap(),
-        [(Ok(()), Ok(())), (cancelled, cancelled), (cancelled, cancelled)]
+        [
+            (Ok(()), Ok(())),
+            (cancelled, cancelled),
+            (cancelled, cancelled)
+        ]
     );
+}
+
+#[cancellable]
+async fn handler_without_a_context_parameter() -> Result<u32, Error> {
+    let a = std::future::ready(1).await;
+    let b = std::future::ready(2).await;
+    Ok(a + b)
+}
+
+#[tokio::test]
+async fn the_body_s_context_is_also_the_current_one() {
+    let explored = explore_cancellation(|_ctx| async {
+        let _ = handler_without_a_context_parameter().await;
+    })
+    .await;
+    assert_eq!(explored.points().len(), 2, "{explored:?}");
+    let explored = explore_cancellation_blocking(|_ctx| Context::current().is_cancelled());
+    assert_eq!(explored.points().len(), 1);
 }

@@ -25,7 +25,10 @@ async fn a_timeout_ends_when_tokio_s_clock_passes_it_not_before() {
     assert_eq!(scope.err(), None);
     advance(Duration::from_millis(1)).await;
     assert_eq!(scope.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(scope.cause().unwrap().to_string(), "context deadline exceeded");
+    assert_eq!(
+        scope.cause().unwrap().to_string(),
+        "context deadline exceeded"
+    );
     assert!(real.elapsed() < REAL);
 }
 
@@ -128,7 +131,10 @@ async fn stuck(ctx: &Context) -> Result<(), Error> {
 }
 
 #[cancellable(timeout = "30s")]
-fn counts_until_cancelled(ctx: &Context, steps: &std::sync::atomic::AtomicU64) -> Result<(), Error> {
+fn counts_until_cancelled(
+    ctx: &Context,
+    steps: &std::sync::atomic::AtomicU64,
+) -> Result<(), Error> {
     loop {
         steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::hint::spin_loop();
@@ -138,7 +144,10 @@ fn counts_until_cancelled(ctx: &Context, steps: &std::sync::atomic::AtomicU64) -
 #[tokio::test(start_paused = true)]
 async fn a_cancellable_timeout_is_on_tokio_s_clock() {
     let start = Instant::now();
-    assert_eq!(stuck(&Context::background()).await, Err(Error::DeadlineExceeded));
+    assert_eq!(
+        stuck(&Context::background()).await,
+        Err(Error::DeadlineExceeded)
+    );
     assert_eq!(start.elapsed(), Duration::from_secs(30));
 }
 
@@ -151,8 +160,9 @@ async fn a_cancellable_loop_runs_until_tokio_s_clock_passes_its_deadline() {
     let parent = ctx.context().clone();
     let counted = steps.clone();
     let handle = tokio::runtime::Handle::current();
-    let looping =
-        std::thread::spawn(move || handle.block_on(async { counts_until_cancelled(&parent, &counted) }));
+    let looping = std::thread::spawn(move || {
+        handle.block_on(async { counts_until_cancelled(&parent, &counted) })
+    });
     while steps.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         tokio::task::yield_now().await;
     }
@@ -207,9 +217,17 @@ async fn the_grpc_timeout_sent_is_the_budget_left_on_tokio_s_clock() {
         .unwrap()
         .into_body()
         .unwrap();
-    assert_eq!(parse_grpc_timeout(sent.as_bytes()), Ok(Duration::from_secs(18)));
+    assert_eq!(
+        parse_grpc_timeout(sent.as_bytes()),
+        Ok(Duration::from_secs(18))
+    );
     advance(Duration::from_secs(18)).await;
-    let failed = svc.ready().await.unwrap().call(http::Request::new(())).await;
+    let failed = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await;
     assert_eq!(
         failed.unwrap_err().downcast_ref::<Error>(),
         Some(&Error::DeadlineExceeded)
@@ -222,7 +240,10 @@ async fn a_server_layer_s_budget_is_on_tokio_s_clock() {
         let ctx = Context::current();
         let start = Instant::now();
         let err = ctx.done().await;
-        Ok::<_, Infallible>(http::Response::new(format!("{err} after {:?}", start.elapsed())))
+        Ok::<_, Infallible>(http::Response::new(format!(
+            "{err} after {:?}",
+            start.elapsed()
+        )))
     });
     let root = Context::background().with_cancel();
     let mut svc = ContextLayer::new(&root)
@@ -234,8 +255,16 @@ async fn a_server_layer_s_budget_is_on_tokio_s_clock() {
         .unwrap();
     let response = svc.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(response.into_body(), "context deadline exceeded after 7s");
-    let response = svc.ready().await.unwrap().call(http::Request::new(())).await;
-    assert_eq!(response.unwrap().into_body(), "context deadline exceeded after 30s");
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await;
+    assert_eq!(
+        response.unwrap().into_body(),
+        "context deadline exceeded after 30s"
+    );
 }
 
 #[tokio::test]

@@ -34,7 +34,10 @@ async fn main() {
     .catch_unwind()
     .await;
     match two_steps {
-        Ok(explored) => println!("two statements: no bug found at {} points", explored.points().len()),
+        Ok(explored) => println!(
+            "two statements: no bug found at {} points",
+            explored.points().len()
+        ),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()

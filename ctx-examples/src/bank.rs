@@ -76,7 +76,9 @@ impl IntoResponse for BankError {
             BankError::Context(err) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response()
             }
-            BankError::Db(why) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response(),
+            BankError::Db(why) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
+            }
         }
     }
 }
@@ -90,7 +92,10 @@ impl Bank {
             [],
         )?;
         for (name, balance) in accounts {
-            conn.execute("INSERT INTO accounts VALUES (?1, ?2)", params![name, balance])?;
+            conn.execute(
+                "INSERT INTO accounts VALUES (?1, ?2)",
+                params![name, balance],
+            )?;
         }
         Ok(Bank {
             conn: Mutex::new(conn),
@@ -100,7 +105,11 @@ impl Bank {
     /// An account's balance.
     pub fn balance(&self, name: &str) -> i64 {
         self.conn()
-            .query_row("SELECT balance FROM accounts WHERE name = ?1", [name], |row| row.get(0))
+            .query_row(
+                "SELECT balance FROM accounts WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
             .expect("a known account")
     }
 

@@ -41,9 +41,15 @@ async fn exploring_finds_the_cancel_that_debits_without_crediting() {
     .await
     .expect_err("the two-statement transfer loses money when cancelled mid-way");
     let message = found.downcast_ref::<String>().unwrap();
-    assert!(message.contains("money vanished: alice has 90, bob 100"), "{message}");
+    assert!(
+        message.contains("money vanished: alice has 90, bob 100"),
+        "{message}"
+    );
     // The first point cancelled after the debit: the fraud check's await, in bank.rs.
-    assert!(message.contains("point 1 (ctx-examples/src/bank.rs:"), "{message}");
+    assert!(
+        message.contains("point 1 (ctx-examples/src/bank.rs:"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +59,10 @@ async fn the_one_transaction_transfer_survives_a_cancel_at_every_point() {
         let done = bank::transfer(&ctx, &bank, "alice", "bob", 10).await;
         check(&bank, &done);
         if let Err(err) = done {
-            assert!(matches!(err, BankError::Context(Error::Cancelled)), "{err:?}");
+            assert!(
+                matches!(err, BankError::Context(Error::Cancelled)),
+                "{err:?}"
+            );
         }
     })
     .await;
@@ -67,9 +76,8 @@ async fn the_one_transaction_transfer_survives_a_cancel_at_every_point() {
 async fn a_transfer_under_review_times_out_in_paused_time() {
     let bank = Arc::new(open());
     let root = Context::background().with_cancel();
-    let app = bank::router(bank.clone()).layer(
-        ContextLayer::new(&root).default_timeout(Duration::from_secs(30)),
-    );
+    let app = bank::router(bank.clone())
+        .layer(ContextLayer::new(&root).default_timeout(Duration::from_secs(30)));
     let request = |amount: i64| {
         http::Request::post(format!("/transfer/alice/bob/{amount}"))
             .body(axum::body::Body::empty())

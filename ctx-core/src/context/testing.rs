@@ -92,7 +92,7 @@ impl Explored {
     }
 }
 
-/// Runs `body` once with a fresh context, recording every cancellation point it passes (see
+/// Runs `body` once with a fresh context (also [`Context::current`] while it runs), recording every cancellation point it passes (see
 /// the [module docs](self)), then once per point `k`, cancelling the context at point `k`
 /// ([`Error::Cancelled`]; that check sees it). A body with no point runs once.
 ///
@@ -130,7 +130,7 @@ where
 {
     let session = Session::start(None);
     let ran = CatchUnwind {
-        future: body(session.context()),
+        future: session.context().scope(body(session.context())),
     }
     .await;
     let points = session.finish().points;
@@ -140,9 +140,9 @@ where
     for (k, at) in points.iter().enumerate() {
         let session = Session::start(Some(k));
         let ran = CatchUnwind {
-        future: body(session.context()),
-    }
-    .await;
+            future: session.context().scope(body(session.context())),
+        }
+        .await;
         session.finish();
         if let Err(payload) = ran {
             reraise(payload, Some((k, at)));
@@ -181,7 +181,10 @@ where
 {
     let run = |body: &mut F, cancel_at| {
         let session = Session::start(cancel_at);
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| drop(body(session.context()))));
+        let ctx = session.context();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            ctx.enter(|| drop(body(ctx.clone())));
+        }));
         (session.finish().points, ran)
     };
     let (points, ran) = run(&mut body, None);

@@ -54,7 +54,9 @@ fn not_live(
 
 /// Marks a new root's core explored (the explorer's own context, not yet shared).
 pub(in crate::context) fn mark(core: &Core) {
-    let _ = core.state.compare_exchange(LIVE, EXPLORED, Relaxed, Relaxed);
+    let _ = core
+        .state
+        .compare_exchange(LIVE, EXPLORED, Relaxed, Relaxed);
 }
 
 /// Whether `core` is live and explored.
