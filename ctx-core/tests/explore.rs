@@ -28,10 +28,11 @@ fn every_check_is_a_point_in_order_and_each_run_cancels_at_its_own() {
     let seen = Mutex::new(Vec::new());
     let explored = explore_cancellation_blocking(|ctx: Context| {
         let child = ctx.with_value(Tag(1));
-        let mut saw = Vec::new();
-        saw.push(ctx.checkpoint().err());
-        saw.push(child.err());
-        saw.push(child.is_cancelled().then_some(Error::Cancelled));
+        let saw = vec![
+            ctx.checkpoint().err(),
+            child.err(),
+            child.is_cancelled().then_some(Error::Cancelled),
+        ];
         seen.lock().unwrap().push(saw);
     });
     assert_eq!(lines(explored.points()), [first, first + 1, first + 2]);
@@ -154,10 +155,10 @@ fn a_panic_names_the_point_and_keeps_the_body_s_message() {
 }
 
 async fn two_calls(ctx: &Context, log: &Mutex<Vec<&'static str>>) -> Result<(), Error> {
-    ctx.run(async { log.lock().unwrap().push("debit") }).await?;
+    let push = |step| async move { log.lock().unwrap().push(step) };
+    ctx.run(push("debit")).await?;
     tokio::task::yield_now().await;
-    ctx.run(async { log.lock().unwrap().push("credit") })
-        .await?;
+    ctx.run(push("credit")).await?;
     Ok(())
 }
 

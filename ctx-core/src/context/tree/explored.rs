@@ -22,7 +22,7 @@ use crate::sync::fence;
 pub(in crate::context) const EXPLORED: u8 = 0x80;
 
 /// What a check of `core` (the core of `ctx`) at `at` returns: its error once done. An
-/// explored core reports the point to the explorer first.
+/// explored core reports the point to the explorer first, out of line.
 #[inline(always)]
 pub(in crate::context) fn check(
     core: &Core,
@@ -33,23 +33,18 @@ pub(in crate::context) fn check(
     if state == LIVE {
         return None;
     }
-    not_live(core, ctx, state, at)
+    if state == EXPLORED {
+        return point(core, ctx, at);
+    }
+    fence(Acquire); // invariant 1, as `Core::read_state`
+    error_of(state)
 }
 
 #[cold]
 #[inline(never)]
-fn not_live(
-    core: &Core,
-    ctx: &Context,
-    state: u8,
-    at: &'static Location<'static>,
-) -> Option<Error> {
-    if state == EXPLORED {
-        crate::context::testing::point(ctx, at);
-        return core.err(); // done if the explorer cancelled here
-    }
-    fence(Acquire);
-    error_of(state)
+fn point(core: &Core, ctx: &Context, at: &'static Location<'static>) -> Option<Error> {
+    crate::context::testing::point(ctx, at);
+    core.err() // done if the explorer cancelled here
 }
 
 /// Marks a new root's core explored (the explorer's own context, not yet shared).
