@@ -175,3 +175,45 @@ pub(in crate::context) fn wait(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{PoisonError, sleeps};
+    use crate::{Context, Error};
+
+    /// How many deadlines sit on a paused clock.
+    fn armed() -> usize {
+        sleeps()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// A paused deadline is one sleep until it fires, is cancelled or is dropped; then its
+    /// sleep goes, and none is left behind. (The only test in this binary that pauses.)
+    #[test]
+    fn a_paused_deadline_keeps_its_sleep_only_while_pending() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let before = armed();
+            let fires = Context::background().with_timeout(Duration::from_secs(1));
+            let cancelled = Context::background().with_timeout(Duration::from_secs(1));
+            let dropped = Context::background().with_timeout(Duration::from_secs(1));
+            let child = fires.with_timeout(Duration::from_secs(2)); // the parent's is sooner
+            assert_eq!(armed(), before + 3);
+            cancelled.cancel();
+            drop(dropped);
+            assert_eq!(armed(), before + 1);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert_eq!(fires.err(), Some(Error::DeadlineExceeded));
+            assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+            assert_eq!(armed(), before);
+        });
+    }
+}

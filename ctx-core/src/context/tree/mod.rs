@@ -18,6 +18,8 @@
 //! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
 //! | `recycle.rs` | a thread's emptied cancel nodes, kept for its next derivations |
 //! | `timer.rs` | the deadline driver |
+//! | `clock.rs` | feature `test-util`: deadlines on tokio's paused clock |
+//! | `explored.rs` | feature `test-util`: the `EXPLORED` state, a check's way to the explorer |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
 //!
@@ -56,7 +58,8 @@
 //!    records that root in `cause_from`. A cancel that finds a core already done waits on
 //!    that root's lock before returning, so *every* cancel returns only once the whole
 //!    subtree is done, not only the one that won.
-//! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
+//! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock (for a
+//!    deadline on tokio's paused clock, `clock.rs`'s table lock instead); it is
 //!    `NO_SLOT` exactly when the core has no live slot in a shard (a disarmed core's slot
 //!    is dead at once, and names no core). A core is armed once, while live, before it is
 //!    attached to its parent: then no walk can reach it, only the driver, which ends it as
