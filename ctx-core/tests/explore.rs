@@ -259,3 +259,16 @@ async fn the_body_s_context_is_also_the_current_one() {
     let explored = explore_cancellation_blocking(|_ctx| Context::current().is_cancelled());
     assert_eq!(explored.points().len(), 1);
 }
+
+#[tokio::test]
+async fn waiting_and_formatting_are_not_points() {
+    let explored = explore_cancellation(|ctx| async move {
+        let _ = format!("{ctx} {ctx:?}");
+        let timed = ctx.with_timeout(Duration::from_millis(1));
+        let _ = timed.done().await;
+        let _ = timed.wait_timeout(Duration::from_millis(1));
+        let _ = ctx.checkpoint(); // the one point
+    })
+    .await;
+    assert_eq!(explored.points().len(), 1, "{explored:?}");
+}

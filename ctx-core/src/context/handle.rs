@@ -547,7 +547,7 @@ impl fmt::Debug for Context {
         f.debug_struct("Context")
             .field("chain", &format_args!("{self}"))
             .field("deadline", &self.deadline())
-            .field("err", &self.err())
+            .field("err", &self.core().and_then(Core::err))
             .finish()
     }
 }

@@ -10,8 +10,12 @@
 //! layers' budgets and the `grpc-timeout` they send. A 30-second timeout ends when tokio's
 //! clock passes it: at once when the runtime has nothing else to do (auto-advance), or when
 //! [`tokio::time::advance`] passes it, and not a moment before. [`Context::deadline`] and
-//! remaining budgets agree with [`tokio::time::Instant::now`]. Outside such a runtime, or
-//! with a running clock, nothing changes.
+//! remaining budgets agree with [`tokio::time::Instant::now`] (for `with_deadline`, write
+//! `Context::now() + d`, not `std::time::Instant::now() + d`). A blocking
+//! [`wait`](Context::wait) or [`wait_timeout`](Context::wait_timeout) cannot let the runtime
+//! advance the clock, so the clock jumps, as an idle runtime's would, to the context's
+//! deadline or the timeout, whichever comes first. Outside such a runtime, or with a running
+//! clock, nothing changes.
 //!
 //! ```
 //! use std::time::Duration;
@@ -45,9 +49,10 @@
 //! [`err`](Context::err); and each await raced against it: [`run`](Context::run) and
 //! [`into_run`](Context::into_run) (the point is the first poll), `#[cancellable]`'s awaits
 //! and loop checkpoints (located at the `.await` and the loop in your source), and the
-//! integrations' own checks and races. Checks of unrelated contexts, such as those of tests
-//! running at the same time, are not points. While nothing is explored, a check still costs
-//! one atomic load.
+//! integrations' own checks and races. Waiting ([`done`](Context::done),
+//! [`wait`](Context::wait)) and formatting a context are not points; neither are checks of
+//! unrelated contexts, such as those of tests running at the same time. While nothing is
+//! explored, a check still costs one atomic load.
 //!
 //! ```
 //! use ctx_core::{Context, Error, testing::explore_cancellation_blocking};

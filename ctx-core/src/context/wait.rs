@@ -252,7 +252,7 @@ impl Context {
     #[inline] // built in the caller's frame: a `Done` returned through memory and moved
     // whole reads `ready` back as part of a wider load, which waits for its one-byte store
     pub fn done(&self) -> Done {
-        match self.err() {
+        match self.core().and_then(Core::err) {
             Some(err) => Done {
                 ready: Ready::of(err),
                 waiter: std::mem::ManuallyDrop::new(Waiter {
@@ -347,7 +347,8 @@ impl Context {
         }
     }
 
-    /// Blocks until this context is done or `timeout` passes; `None` on timeout.
+    /// Blocks until this context is done or `timeout` passes; `None` on timeout. (With
+    /// feature `test-util`, on tokio's paused clock: see `ctx_core::testing`.)
     ///
     /// ```
     /// use std::time::Duration;
