@@ -272,3 +272,18 @@ async fn waiting_and_formatting_are_not_points() {
     .await;
     assert_eq!(explored.points().len(), 1, "{explored:?}");
 }
+
+#[tokio::test]
+async fn an_exploration_is_a_send_future_and_its_result_is_send_and_sync() {
+    fn send<T: Send>(value: T) -> T {
+        value
+    }
+    let explored = tokio::spawn(send(explore_cancellation(|ctx| async move {
+        let _ = ctx.run(tokio::task::yield_now()).await;
+    })))
+    .await
+    .unwrap();
+    let shared: &(dyn Send + Sync) = &explored;
+    let _ = shared;
+    assert_eq!(explored.points().len(), 1);
+}
