@@ -71,6 +71,7 @@
 //! | `postgres` | | [`db::postgres::run`]: a query cancelled on the server, the connection discarded |
 //! | `tracing` | | [`trace::span!`], [`trace::traced`], `#[cancellable(trace)]`: spans with a context's budget and end |
 //! | `debug-tree` | | [`debug::snapshot`]: every live context as a tree |
+//! | `test-util` | | deadlines on tokio's paused clock; `testing::explore_cancellation`: a body cancelled at each of its cancellation points in turn (and `tokio`) |
 //!
 //! With no feature at all ctx-core depends on nothing but `pin-project-lite`. Each
 //! integration uses only the public API shown here, as a crate of your own would.
@@ -287,6 +288,38 @@
 //! # }
 //! # #[cfg(not(feature = "debug-tree"))] fn main() {}
 //! ```
+//!
+//! ## `test-util`: testing cancellation
+//!
+//! Inside a tokio runtime whose clock is paused, every deadline is on tokio's clock, so a
+//! 30-second timeout is tested in microseconds; `testing::explore_cancellation` runs a body
+//! once per cancellation point, cancelled there. What counts as a point, and a worked
+//! example, are in the `testing` module's docs.
+//!
+//! ```
+//! # #[cfg(feature = "test-util")] fn main() {
+//! use std::time::Duration;
+//! use ctx_core::{Context, Error, testing::explore_cancellation};
+//!
+//! // #[tokio::test(start_paused = true)]
+//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+//! let request = Context::background().with_timeout(Duration::from_secs(30));
+//! tokio::time::advance(Duration::from_secs(30)).await; // no real waiting
+//! assert_eq!(request.err(), Some(Error::DeadlineExceeded));
+//!
+//! let explored = explore_cancellation(|ctx| async move {
+//!     let first = ctx.run(async { "debit" }).await;
+//!     let second = ctx.run(async { "credit" }).await;
+//!     // Cancelled at the second point, the first step is done and the second is not:
+//!     // here is where a transfer would need a transaction.
+//!     assert!(second.is_ok() || first.is_err() || second == Err(Error::Cancelled));
+//! })
+//! .await;
+//! assert_eq!(explored.points().len(), 2);
+//! # });
+//! # }
+//! # #[cfg(not(feature = "test-util"))] fn main() {}
+//! ```
 #![warn(missing_docs)]
 
 mod context;
@@ -299,6 +332,8 @@ pub use context::{
 
 #[cfg(feature = "debug-tree")]
 pub use context::debug;
+#[cfg(feature = "test-util")]
+pub use context::testing;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use integrations::db;
 #[cfg(feature = "tower")]

@@ -382,7 +382,9 @@ async fn a_done_context_fails_the_call_without_sending() {
     assert_eq!(sent.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util`: the budget sent is exactly what is left.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn the_remaining_time_is_sent_as_grpc_timeout() {
     let inner = tower::service_fn(|req: http::Request<()>| async move {
         Ok::<_, Infallible>(http::Response::new(
@@ -406,9 +408,14 @@ async fn the_remaining_time_is_sent_as_grpc_timeout() {
         sent <= Duration::from_secs(2) && sent > Duration::from_secs(1),
         "{sent:?}"
     );
+    if cfg!(feature = "test-util") {
+        assert_eq!(sent, Duration::from_secs(2));
+    }
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the 50 ms pass at once), the real one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn a_call_in_flight_is_dropped_when_the_context_ends() {
     struct Flag(Arc<AtomicUsize>);
     impl Drop for Flag {

@@ -116,7 +116,10 @@ fn pending_await_is_dropped_when_the_context_ends() {
     assert!(*dropped.lock().unwrap(), "the body's locals are dropped");
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (no real waiting; the deadline fires exactly
+// when tokio's clock reaches it), on the real one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn await_race_works_on_tokio_too() {
     #[cancellable(timeout = "30ms")]
     async fn sleepy() -> Result<(), Error> {
@@ -124,8 +127,12 @@ async fn await_race_works_on_tokio_too() {
         Ok(())
     }
     let started = Instant::now();
+    let on_tokio = tokio::time::Instant::now();
     assert_eq!(sleepy().await, Err(Error::DeadlineExceeded));
     assert!(started.elapsed() < PATIENCE);
+    if cfg!(feature = "test-util") {
+        assert_eq!(on_tokio.elapsed(), Duration::from_millis(30));
+    }
 }
 
 // ---------------------------------------------------------------------------------------

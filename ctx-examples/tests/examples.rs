@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const EXAMPLES: [&str; 12] = [
+const EXAMPLES: [&str; 13] = [
     "walkthrough_background_todo",
     "walkthrough_with_value",
     "walkthrough_with_cancel",
@@ -23,6 +23,7 @@ const EXAMPLES: [&str; 12] = [
     "go_after_func_cond",
     "go_after_func_connection",
     "go_after_func_merge",
+    "bank_transfer",
 ];
 
 /// `target/<profile>`: this test binary lives in its `deps/`.
@@ -249,4 +250,21 @@ fn go_after_func_connection() {
 fn go_after_func_merge() {
     let out = run("go_after_func_merge");
     assert_eq!(out, "ctx2 canceled\ndropped merge: context cancelled\n");
+}
+
+#[test]
+fn bank_transfer() {
+    let out = run("bank_transfer");
+    assert_lines(
+        "bank_transfer",
+        &out,
+        &[
+            "two statements: bug found",
+            "one transaction: a cancel at each of its 2 points leaves every account right",
+        ],
+    );
+    assert!(
+        out.contains("cancelled at point 1 (ctx-examples/src/bank.rs:"),
+        "bank_transfer names the await between the statements:\n{out}"
+    );
 }

@@ -104,6 +104,12 @@ impl Context {
         self.link.core()
     }
 
+    /// The node this context is (for the explorer's walk up the chain).
+    #[cfg(feature = "test-util")]
+    pub(in crate::context) fn link(&self) -> &Link {
+        &self.link
+    }
+
     /// Cancels this context and its subtree with `err`, ended `at` there; returns once all
     /// of it is done.
     pub(in crate::context) fn cancel(
@@ -268,16 +274,46 @@ impl Context {
         self.link.deadline()
     }
 
+    /// Now, on the clock deadlines are on: [`Instant::now`], or, with feature `test-util`
+    /// inside a tokio runtime whose clock is paused, tokio's clock (see `ctx_core::testing`).
+    /// Subtract it from [`deadline`](Context::deadline) for the time left.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_core::Context;
+    ///
+    /// let request = Context::background().with_timeout(Duration::from_secs(5));
+    /// let left = request.deadline().unwrap().saturating_duration_since(Context::now());
+    /// assert!(left <= Duration::from_secs(5));
+    /// ```
+    pub fn now() -> Instant {
+        #[cfg(feature = "test-util")]
+        if let Some(paused) = super::tree::clock::paused_now() {
+            return paused;
+        }
+        Instant::now()
+    }
+
     /// Whether this context is done. The checkpoint hot path: one atomic load, no lock, no
     /// clock read (deadlines are fired by the driver, not checked here).
     #[inline]
+    #[cfg_attr(feature = "test-util", track_caller)] // a cancellation point (`testing`)
     pub fn is_cancelled(&self) -> bool {
+        #[cfg(feature = "test-util")]
+        if let Some(core) = self.core() {
+            return super::tree::explored::check(core, self, Location::caller()).is_some();
+        }
         self.core().is_some_and(Core::is_done)
     }
 
     /// Why this context is done, or `None` while it is not. Go's `Err()`.
     #[inline]
+    #[cfg_attr(feature = "test-util", track_caller)] // a cancellation point (`testing`)
     pub fn err(&self) -> Option<Error> {
+        #[cfg(feature = "test-util")]
+        if let Some(core) = self.core() {
+            return super::tree::explored::check(core, self, Location::caller());
+        }
         self.core().and_then(Core::err)
     }
 
@@ -300,6 +336,7 @@ impl Context {
     /// `Err(error)` once this context is done, else `Ok(())`: put `ctx.checkpoint()?` in a
     /// loop to stop when the caller gives up. As cheap as [`is_cancelled`](Context::is_cancelled).
     #[inline]
+    #[cfg_attr(feature = "test-util", track_caller)] // a cancellation point (`testing`)
     pub fn checkpoint(&self) -> Result<(), Error> {
         match self.err() {
             None => Ok(()),
@@ -510,7 +547,7 @@ impl fmt::Debug for Context {
         f.debug_struct("Context")
             .field("chain", &format_args!("{self}"))
             .field("deadline", &self.deadline())
-            .field("err", &self.err())
+            .field("err", &self.core().and_then(Core::err))
             .finish()
     }
 }

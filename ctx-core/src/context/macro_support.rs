@@ -186,8 +186,13 @@ impl<'a, R> Child<'a, R> {
     /// A loop checkpoint: `Some(Err(..))` to return once the context is done. One atomic
     /// load while it is not.
     #[inline(always)]
+    #[cfg_attr(feature = "test-util", track_caller)] // at the loop (`testing`)
     pub fn checkpoint(self) -> Option<R> {
-        self.core.err().map(|err| self.cancelled(err))
+        #[cfg(feature = "test-util")]
+        let err = super::tree::explored::check(self.core, self.ctx, std::panic::Location::caller());
+        #[cfg(not(feature = "test-util"))]
+        let err = self.core.err();
+        err.map(|err| self.cancelled(err))
     }
 
     /// The function's return value for a context that ended with `err`.
@@ -199,6 +204,7 @@ impl<'a, R> Child<'a, R> {
 
     /// An `.await` raced against the context.
     #[inline]
+    #[cfg_attr(feature = "test-util", track_caller)] // at the `.await` (`testing`)
     pub fn run<F: std::future::IntoFuture>(self, future: F) -> Run<'a, F::IntoFuture> {
         self.ctx.run(future)
     }

@@ -16,6 +16,7 @@
 //! | `error.rs` | [`Error`], [`Cause`] |
 //! | `key.rs` | [`ContextKey`] and the key summary behind fast misses |
 //! | `go_format.rs` | Go's formatting of durations and times, for `Display` |
+//! | `testing.rs` | feature `test-util`: `explore_cancellation` (the paused clock is `tree/clock.rs`) |
 //! | `macro_support.rs` | what the macros' generated code calls (`ctx_core::__private`) |
 //! | `tree/` | nodes, the children list, the cancel walk, drops, the deadline driver |
 
@@ -29,6 +30,8 @@ mod handle;
 mod key;
 pub(crate) mod macro_support;
 mod scope;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod tree;
 mod wait;
 

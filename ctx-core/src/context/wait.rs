@@ -13,7 +13,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::error::Error;
-use super::tree::{error_of, state_of};
+use super::tree::{Core, error_of, state_of};
 use crate::Context;
 
 /// A waker registration on a context's core (none until the first pending poll).
@@ -159,8 +159,27 @@ pin_project_lite::pin_project! {
         #[pin]
         future: Option<F>,
         waiter: Waiter<RunContext<'a>>,
+        at: RunPoint,
     }
 }
+
+/// Where a [`Run`] was made, until its first poll: a cancellation point (`testing`);
+/// nothing without feature `test-util`.
+#[cfg(feature = "test-util")]
+type RunPoint = Option<&'static std::panic::Location<'static>>;
+#[cfg(not(feature = "test-util"))]
+type RunPoint = ();
+
+#[cfg(feature = "test-util")]
+#[track_caller]
+#[inline(always)]
+fn run_point() -> RunPoint {
+    Some(std::panic::Location::caller())
+}
+
+#[cfg(not(feature = "test-util"))]
+#[inline(always)]
+fn run_point() -> RunPoint {}
 
 /// The context a [`Run`] races against: borrowed ([`Context::run`]) or owned
 /// ([`Context::into_run`]).
@@ -183,7 +202,14 @@ impl<F: Future> Future for Run<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(err) = this.waiter.ctx.as_ref().err() {
+        #[cfg(feature = "test-util")] // the first poll is the point; later ones look quietly
+        if let (Some(at), Some(core)) = (this.at.take(), this.waiter.ctx.as_ref().core())
+            && let Some(err) = super::tree::explored::check(core, this.waiter.ctx.as_ref(), at)
+        {
+            this.future.set(None);
+            return Poll::Ready(Err(err));
+        }
+        if let Some(err) = this.waiter.ctx.as_ref().core().and_then(Core::err) {
             this.future.set(None);
             return Poll::Ready(Err(err));
         }
@@ -226,7 +252,7 @@ impl Context {
     #[inline] // built in the caller's frame: a `Done` returned through memory and moved
     // whole reads `ready` back as part of a wider load, which waits for its one-byte store
     pub fn done(&self) -> Done {
-        match self.err() {
+        match self.core().and_then(Core::err) {
             Some(err) => Done {
                 ready: Ready::of(err),
                 waiter: std::mem::ManuallyDrop::new(Waiter {
@@ -260,6 +286,7 @@ impl Context {
     /// assert_eq!(Context::background().run(async { 7 }).await, Ok(7));
     /// # });
     /// ```
+    #[cfg_attr(feature = "test-util", track_caller)] // a cancellation point (`testing`)
     pub fn run<F: IntoFuture>(&self, future: F) -> Run<'_, F::IntoFuture> {
         Run {
             future: Some(future.into_future()),
@@ -267,6 +294,7 @@ impl Context {
                 ctx: RunContext::Borrowed(self),
                 key: None,
             },
+            at: run_point(),
         }
     }
 
@@ -289,6 +317,7 @@ impl Context {
     /// assert_eq!(call.await, Err(Error::Cancelled));
     /// # });
     /// ```
+    #[cfg_attr(feature = "test-util", track_caller)] // a cancellation point (`testing`)
     pub fn into_run<F: IntoFuture>(self, future: F) -> Run<'static, F::IntoFuture> {
         Run {
             future: Some(future.into_future()),
@@ -296,6 +325,7 @@ impl Context {
                 ctx: RunContext::Owned(self),
                 key: None,
             },
+            at: run_point(),
         }
     }
 
@@ -317,7 +347,8 @@ impl Context {
         }
     }
 
-    /// Blocks until this context is done or `timeout` passes; `None` on timeout.
+    /// Blocks until this context is done or `timeout` passes; `None` on timeout. (With
+    /// feature `test-util`, on tokio's paused clock: see `ctx_core::testing`.)
     ///
     /// ```
     /// use std::time::Duration;
@@ -327,6 +358,9 @@ impl Context {
     /// assert_eq!(scope.wait_timeout(Duration::from_millis(1)), None);
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Error> {
+        #[cfg(feature = "test-util")] // tokio's clock, if paused
+        let until = super::tree::clock::now().checked_add(timeout);
+        #[cfg(not(feature = "test-util"))]
         let until = Instant::now().checked_add(timeout);
         match until {
             Some(until) => self.block_until(Some(until)),
@@ -335,8 +369,12 @@ impl Context {
     }
 
     fn block_until(&self, until: Option<Instant>) -> Option<Error> {
-        if let Some(err) = self.err() {
+        if let Some(err) = self.core().and_then(Core::err) {
             return Some(err);
+        }
+        #[cfg(feature = "test-util")] // a paused clock jumps, as its idle runtime would
+        if let Some(waited) = super::tree::clock::wait(self, until) {
+            return waited;
         }
         let waker = Waker::from(Arc::new(ThreadWaker(crate::sync::thread::current())));
         let mut cx = TaskContext::from_waker(&waker);

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::core::{LIVE, OnEnd};
+use super::core::{OnEnd, is_live};
 use super::{Kind, Link, Node, Panic, catch, children, resume, timer};
 
 impl<V: ?Sized> Drop for Node<V> {
@@ -20,7 +20,7 @@ impl<V: ?Sized> Drop for Node<V> {
             // reference and skipped the cancel (nothing could observe it). Its after-funcs
             // still count as observers: Go runs them once the context is done, and it is
             // done now. `&mut self`: no lock needed, no one else can reach this core.
-            let live = core.state.load(Relaxed) == LIVE;
+            let live = is_live(core.state.load(Relaxed));
             if let Some(cold) = core.cold_mut()
                 && live
                 && cold.on_end.has_slots()

@@ -18,6 +18,8 @@
 //! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
 //! | `recycle.rs` | a thread's emptied cancel nodes, kept for its next derivations |
 //! | `timer.rs` | the deadline driver |
+//! | `clock.rs` | feature `test-util`: deadlines on tokio's paused clock |
+//! | `explored.rs` | feature `test-util`: the `EXPLORED` state, a check's way to the explorer |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
 //!
@@ -56,7 +58,8 @@
 //!    records that root in `cause_from`. A cancel that finds a core already done waits on
 //!    that root's lock before returning, so *every* cancel returns only once the whole
 //!    subtree is done, not only the one that won.
-//! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
+//! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock (for a
+//!    deadline on tokio's paused clock, `clock.rs`'s table lock instead); it is
 //!    `NO_SLOT` exactly when the core has no live slot in a shard (a disarmed core's slot
 //!    is dead at once, and names no core). A core is armed once, while live, before it is
 //!    attached to its parent: then no walk can reach it, only the driver, which ends it as
@@ -101,8 +104,12 @@
 
 mod after_pool;
 mod children;
+#[cfg(feature = "test-util")]
+pub(in crate::context) mod clock;
 mod core;
 mod drop;
+#[cfg(feature = "test-util")]
+pub(in crate::context) mod explored;
 pub(in crate::context) mod recycle;
 mod slab;
 pub(in crate::context) mod timer;
@@ -302,6 +309,8 @@ impl Link {
             (&raw mut (*slot).value).write(value);
             uninit.assume_init()
         };
+        #[cfg(feature = "test-util")]
+        explored::inherit(self, &node.kind);
         #[cfg(feature = "debug-tree")]
         super::debug::register(&*node);
         node

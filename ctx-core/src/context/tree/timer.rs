@@ -157,6 +157,10 @@ fn is_due(at: i64, now: i64) -> bool {
 /// Arms `core`'s deadline: the core of `node`, new, live and not yet attached to its parent,
 /// so that no walk can reach it (invariant 7).
 pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
+    #[cfg(feature = "test-util")]
+    if super::clock::arm(core, node) {
+        return; // on tokio's paused clock
+    }
     let driver = driver();
     let shard = my_shard();
     let at = core.deadline.nanos();
@@ -192,6 +196,10 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
 pub(super) fn disarm(core: &Core) {
     if core.timer_slot.load(Relaxed) == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
+    }
+    #[cfg(feature = "test-util")]
+    if super::clock::disarm(core) {
+        return; // it was on tokio's paused clock
     }
     let shard = core.timer_slot.load(Relaxed) as usize % SHARDS;
     let mut timers = lock(&driver().shards[shard].0);

@@ -12,7 +12,7 @@ use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::children::{adopt, pop, release, unlink};
-use super::core::{Core, LIVE, Origin};
+use super::core::{Core, Origin, is_live};
 use super::{NodeRef, Panic};
 use crate::context::error::{Cause, Error};
 use crate::sync::lock;
@@ -47,7 +47,7 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
         return None;
     }
     let mut inner = lock(&core.inner);
-    if core.state.load(Relaxed) != LIVE {
+    if !is_live(core.state.load(Relaxed)) {
         drop(inner);
         wait_for_walk(core);
         return None;
@@ -63,7 +63,7 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
         // it cannot be freed before its `Drop` gets our lock (invariant 4).
         let child = unsafe { &*child };
         let mut child_inner = lock(&child.inner); // ancestor before descendant
-        if child.state.load(Relaxed) == LIVE {
+        if is_live(child.state.load(Relaxed)) {
             // `Walk` origins replace no cause.
             let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
             // Adopt the grandchildren, once the child is done (so it takes no more).

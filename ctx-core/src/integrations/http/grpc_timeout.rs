@@ -21,7 +21,7 @@ pub(crate) fn remaining_budget(ctx: &crate::Context) -> Result<Option<Duration>,
     let Some(deadline) = ctx.deadline() else {
         return Ok(None);
     };
-    match deadline.saturating_duration_since(std::time::Instant::now()) {
+    match deadline.saturating_duration_since(crate::Context::now()) {
         remaining if remaining.is_zero() => Err(crate::Error::DeadlineExceeded),
         remaining => Ok(Some(remaining)),
     }

@@ -36,7 +36,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use tracing::Span;
 
@@ -80,7 +79,7 @@ pub use crate::__ctx_trace_span as span;
 /// Records `ctx`'s budget on `span`: `ctx.budget_ms` and `ctx.deadline`, if it has one.
 pub fn record_entry(span: &Span, ctx: &Context) {
     if let Some(deadline) = ctx.deadline() {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Context::now());
         span.record("ctx.budget_ms", left.as_millis() as u64);
         span.record("ctx.deadline", tracing::field::debug(left));
     }

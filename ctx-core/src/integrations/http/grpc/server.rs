@@ -231,7 +231,7 @@ where
             // context with it (a waiter ends a context whose deadline passed, however late
             // the driver), or, should the deadline be a parent's, answer now. Either way
             // before tonic's own timer (started after this one) answers CANCELLED.
-            Poll::Pending if this.deadline.is_some_and(|d| Instant::now() >= d) => {
+            Poll::Pending if this.deadline.is_some_and(|d| Context::now() >= d) => {
                 match run.as_mut().poll(cx) {
                     Poll::Ready(raced) => raced,
                     Poll::Pending => Err(crate::Error::DeadlineExceeded),
@@ -286,7 +286,7 @@ fn ended(ctx: &Context, deadline: Option<Instant>) -> Option<crate::Error> {
     match Pin::new(&mut ctx.done()).poll(noop) {
         Poll::Ready(err) => Some(err),
         Poll::Pending => deadline
-            .is_some_and(|d| Instant::now() >= d)
+            .is_some_and(|d| Context::now() >= d)
             .then_some(crate::Error::DeadlineExceeded),
     }
 }
