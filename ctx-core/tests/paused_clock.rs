@@ -246,15 +246,20 @@ async fn a_server_layer_s_budget_is_on_tokio_s_clock() {
         )))
     });
     let root = Context::background().with_cancel();
+    // Handlers that finish: each sees its own deadline end on tokio's clock.
     let mut svc = ContextLayer::new(&root)
         .default_timeout(Duration::from_secs(30))
+        .finish_handlers(true)
         .layer(handler);
     let request = http::Request::builder()
         .header(GRPC_TIMEOUT, "7S")
         .body(())
         .unwrap();
     let response = svc.ready().await.unwrap().call(request).await.unwrap();
-    assert_eq!(response.into_body(), "context deadline exceeded after 7s");
+    assert_eq!(
+        response.into_body().into_inner().as_deref(),
+        Some("context deadline exceeded after 7s")
+    );
     let response = svc
         .ready()
         .await
@@ -262,9 +267,24 @@ async fn a_server_layer_s_budget_is_on_tokio_s_clock() {
         .call(http::Request::new(()))
         .await;
     assert_eq!(
-        response.unwrap().into_body(),
-        "context deadline exceeded after 30s"
+        response.unwrap().into_body().into_inner().as_deref(),
+        Some("context deadline exceeded after 30s")
     );
+    // By default the layer itself answers 504 at the deadline, on tokio's clock too, to a
+    // handler that ignores its context.
+    let deaf = tower::service_fn(|_req: http::Request<()>| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, Infallible>(http::Response::new(String::from("too late")))
+    });
+    let mut svc = ContextLayer::new(&root).layer(deaf);
+    let request = http::Request::builder()
+        .header(GRPC_TIMEOUT, "7S")
+        .body(())
+        .unwrap();
+    let start = Instant::now();
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
 }
 
 #[tokio::test]
