@@ -274,7 +274,9 @@ impl Permit {
     }
 
     pub(super) fn shared(&self) -> &Shared {
-        self.shared.as_ref().expect("a permit holds its layer until dropped")
+        self.shared
+            .as_ref()
+            .expect("a permit holds its layer until dropped")
     }
 
     /// The request is over after `took` in the service: the place goes on, and `took`
