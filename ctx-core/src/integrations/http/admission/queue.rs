@@ -31,6 +31,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// The time, on the clock deadlines are measured on: tokio's with the `tokio` feature (the
+/// system's, unless a test paused it: then budgets, service times and waits all follow
+/// the paused clock, as ctx's deadlines do), the system's without.
+pub(super) fn now() -> Instant {
+    #[cfg(feature = "tokio")]
+    {
+        tokio::time::Instant::now().into_std()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        Instant::now()
+    }
+}
+
 /// The layer's settings, fixed once it is built.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Config {
@@ -45,6 +59,8 @@ pub(super) struct Config {
 
 /// Service times kept for the "recent requests needed" estimate.
 pub(super) const WINDOW: usize = 64;
+/// Once the window is full, the estimate is computed again after this many samples.
+const RECOMPUTE: usize = 32;
 /// Fewer measured requests than this, and no estimate (no request is judged by it).
 pub(super) const MIN_SAMPLES: usize = 10;
 
@@ -85,13 +101,14 @@ struct Window {
 
 impl Window {
     /// Adds `took`; the new estimate if it is time to compute one: after every sample while
-    /// the window fills, then every eighth (a selection over 64 numbers, under the lock).
+    /// the window fills, then every [`RECOMPUTE`]th (a selection over 64 numbers, under the
+    /// lock, some 1,500 instructions: every request would pay for it otherwise).
     fn push(&mut self, took: Duration) -> Option<u64> {
         self.samples[self.next] = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.next = (self.next + 1) % WINDOW;
         self.len = (self.len + 1).min(WINDOW);
         self.fresh += 1;
-        if self.len < MIN_SAMPLES || (self.len == WINDOW && self.fresh < 8) {
+        if self.len < MIN_SAMPLES || (self.len == WINDOW && self.fresh < RECOMPUTE) {
             return None;
         }
         self.fresh = 0;
@@ -145,7 +162,7 @@ impl Shared {
                 in_flight: 0,
                 queue: VecDeque::new(),
                 next_id: 0,
-                calm_at: Instant::now(),
+                calm_at: now(),
                 window: Window {
                     samples: [0; WINDOW],
                     len: 0,
@@ -182,7 +199,7 @@ impl Shared {
         if state.queue.len() >= self.config.max_queued {
             return Arrival::Full;
         }
-        let now = Instant::now();
+        let now = now();
         if state.queue.is_empty() {
             state.calm_at = now; // it was empty until now: draining
         }
@@ -241,7 +258,7 @@ impl State {
     /// the oldest are the likeliest to expire anyway.
     fn next_waiter(&mut self, config: &Config) -> Option<Entry> {
         let oldest = self.queue.front()?;
-        let now = Instant::now();
+        let now = now();
         let standing = if now.saturating_duration_since(oldest.since) < config.target {
             self.calm_at = now;
             false
