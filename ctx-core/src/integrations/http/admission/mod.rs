@@ -437,10 +437,12 @@ where
                     }
                     Poll::Pending => Stage::Ready {
                         permit,
-                        ctx: context_of(&request),
-                        done: None,
-                        svc,
-                        request,
+                        waiting: Box::new(Waiting {
+                            done: None,
+                            ctx: context_of(&request),
+                            svc,
+                            request,
+                        }),
                     },
                 }
             }
@@ -448,10 +450,12 @@ where
                 let ctx = context_of(&request);
                 Stage::Queued {
                     ticket,
-                    done: ctx.done(),
-                    ctx,
-                    svc: self.inner.clone(),
-                    request,
+                    waiting: Box::new(Waiting {
+                        done: Some(ctx.done()),
+                        ctx,
+                        svc: self.inner.clone(),
+                        request,
+                    }),
                 }
             }
             Arrival::Full => {
@@ -464,6 +468,17 @@ where
         };
         AdmissionFuture { stage }
     }
+}
+
+/// A request without a place, or waiting for the service to be ready: boxed, so that the
+/// response future stays small (it is moved whole by every layer around it), and only a
+/// request that waits allocates.
+struct Waiting<S, B> {
+    /// The context's end (`None` until a wait for the service needed it).
+    done: Option<Done>,
+    ctx: Context,
+    svc: S,
+    request: Request<B>,
 }
 
 /// The request's context: from its extensions (where `ContextLayer` and
@@ -501,21 +516,9 @@ pin_project_lite::pin_project! {
         /// The service failed to become ready.
         Failed { error: Option<E> },
         /// Waiting for a place, or for the context to end.
-        Queued {
-            ticket: Ticket,
-            done: Done,
-            ctx: Context,
-            svc: S,
-            request: Request<B>,
-        },
-        /// Holding a place, driving the service ready (`done` once that had to wait).
-        Ready {
-            permit: Permit,
-            done: Option<Done>,
-            ctx: Context,
-            svc: S,
-            request: Request<B>,
-        },
+        Queued { ticket: Ticket, waiting: Box<Waiting<S, B>> },
+        /// Holding a place, driving the service ready.
+        Ready { permit: Permit, waiting: Box<Waiting<S, B>> },
         /// Inside the service.
         Running {
             #[pin]
@@ -549,57 +552,43 @@ where
                     stage.set(Stage::Over);
                     return Poll::Ready(Err(error));
                 }
-                StageProj::Queued { ticket, done, .. } => {
+                StageProj::Queued { ticket, waiting } => {
                     // Its context ended while it waited: it leaves now (the ticket's drop
                     // frees a place granted a moment ago, and counts it).
+                    let done = waiting
+                        .done
+                        .as_mut()
+                        .expect("a queued request waits on done");
                     if let Poll::Ready(err) = Pin::new(done).poll(cx) {
-                        let StageOwned::Queued {
-                            ticket, request, ..
-                        } = stage.as_mut().project_replace(Stage::Over)
-                        else {
-                            unreachable!("matched above")
-                        };
-                        drop(ticket);
-                        let grpc = is_grpc(&request);
+                        let grpc = is_grpc(&waiting.request);
+                        stage.set(Stage::Over); // drops the ticket
                         return Poll::Ready(Ok(Reject::ended(err, true).response(grpc)));
                     }
                     std::task::ready!(ticket.poll_granted(cx.waker()));
-                    let StageOwned::Queued {
-                        ticket,
-                        done,
-                        ctx,
-                        svc,
-                        request,
-                    } = stage.as_mut().project_replace(Stage::Over)
+                    let StageOwned::Queued { ticket, waiting } =
+                        stage.as_mut().project_replace(Stage::Over)
                     else {
                         unreachable!("matched above")
                     };
                     let permit = ticket.into_permit();
                     // Its turn: judged again, its budget having shrunk while it waited.
-                    if let Err(reject) = judge(permit.shared(), &ctx, true, queue::now()) {
+                    if let Err(reject) = judge(permit.shared(), &waiting.ctx, true, queue::now()) {
                         count(permit.shared(), reject);
                         drop(permit); // the place goes to the next waiter
-                        return Poll::Ready(Ok(reject.response(is_grpc(&request))));
+                        return Poll::Ready(Ok(reject.response(is_grpc(&waiting.request))));
                     }
-                    stage.set(Stage::Ready {
-                        permit,
-                        done: Some(done),
-                        ctx,
-                        svc,
-                        request,
-                    });
+                    stage.set(Stage::Ready { permit, waiting });
                 }
-                StageProj::Ready { svc, done, ctx, .. } => match svc.poll_ready(cx) {
+                StageProj::Ready { waiting, .. } => match waiting.svc.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        let StageOwned::Ready {
-                            permit,
-                            mut svc,
-                            request,
-                            ..
-                        } = stage.as_mut().project_replace(Stage::Over)
+                        let StageOwned::Ready { permit, waiting } =
+                            stage.as_mut().project_replace(Stage::Over)
                         else {
                             unreachable!("matched above")
                         };
+                        let Waiting {
+                            mut svc, request, ..
+                        } = *waiting;
                         Counts::add(&permit.shared().counts.admitted);
                         let future = svc.call(request);
                         stage.set(Stage::Running {
@@ -615,20 +604,21 @@ where
                     Poll::Pending => {
                         // Still waiting, now for the service: its context ending ends that
                         // wait too.
+                        let Waiting { done, ctx, .. } = &mut **waiting;
                         let done = done.get_or_insert_with(|| ctx.done());
                         let Poll::Ready(err) = Pin::new(done).poll(cx) else {
                             return Poll::Pending;
                         };
-                        let StageOwned::Ready {
-                            permit, request, ..
-                        } = stage.as_mut().project_replace(Stage::Over)
+                        let grpc = is_grpc(&waiting.request);
+                        let StageOwned::Ready { permit, .. } =
+                            stage.as_mut().project_replace(Stage::Over)
                         else {
                             unreachable!("matched above")
                         };
                         let reject = Reject::ended(err, true);
                         count(permit.shared(), reject);
                         drop(permit);
-                        return Poll::Ready(Ok(reject.response(is_grpc(&request))));
+                        return Poll::Ready(Ok(reject.response(grpc)));
                     }
                 },
                 StageProj::Running { future, .. } => {

@@ -60,7 +60,7 @@ pub(super) struct Config {
 /// Service times kept for the "recent requests needed" estimate.
 pub(super) const WINDOW: usize = 64;
 /// Once the window is full, the estimate is computed again after this many samples.
-const RECOMPUTE: usize = 32;
+const RECOMPUTE: usize = 64;
 /// Fewer measured requests than this, and no estimate (no request is judged by it).
 pub(super) const MIN_SAMPLES: usize = 10;
 
