@@ -329,10 +329,11 @@ impl AdmissionStats {
 
 /// The service made by [`AdmissionLayer`]. Clones share the layer's queue and counters.
 ///
-/// Its `poll_ready` is always ready: each request calls a clone of the inner service (which
-/// must be `Clone`, as axum's and tonic's are), at once if a place is free and the clone is
-/// ready; otherwise its response future waits in the queue for a place, then drives the
-/// clone ready, and leaves as soon as its context ends.
+/// Its `poll_ready` is always ready. A request that finds a place free calls the inner
+/// service at once if that is ready (most services always are); otherwise its response
+/// future holds a clone of the inner service (which must be `Clone`, as axum's and tonic's
+/// are), waits in the queue for a place, drives the clone ready, and leaves as soon as its
+/// context ends.
 #[derive(Clone)]
 pub struct AdmissionService<S> {
     inner: S,
@@ -418,15 +419,15 @@ where
         }
         let stage = match self.shared.arrive() {
             Arrival::Admit(permit) => {
-                // A place: the service is called now if it is ready (most are, always),
-                // else the future drives it ready.
-                let mut svc = self.inner.clone();
+                // A place: the service is called now if it is ready (most are, always; this
+                // `poll_ready` is the one tower's contract asks for before `call`), with no
+                // clone; else a clone waits in the response future until it is ready.
                 let noop = &mut TaskContext::from_waker(std::task::Waker::noop());
-                match svc.poll_ready(noop) {
+                match self.inner.poll_ready(noop) {
                     Poll::Ready(Ok(())) => {
                         Counts::add(&self.shared.counts.admitted);
                         Stage::Running {
-                            future: svc.call(request),
+                            future: self.inner.call(request),
                             permit,
                             started: now,
                         }
@@ -435,15 +436,21 @@ where
                         drop(permit);
                         Stage::Failed { error: Some(error) }
                     }
-                    Poll::Pending => Stage::Ready {
-                        permit,
-                        waiting: Box::new(Waiting {
-                            done: None,
-                            ctx: context_of(&request),
-                            svc,
-                            request,
-                        }),
-                    },
+                    // The service that is getting ready (it may hold a place in a
+                    // semaphore's queue) goes with this request, where it is polled again
+                    // with the task's waker; a clone serves the next calls.
+                    Poll::Pending => {
+                        let fresh = self.inner.clone();
+                        Stage::Ready {
+                            permit,
+                            waiting: Box::new(Waiting {
+                                done: None,
+                                ctx: context_of(&request),
+                                svc: std::mem::replace(&mut self.inner, fresh),
+                                request,
+                            }),
+                        }
+                    }
                 }
             }
             Arrival::Wait(ticket) => {
