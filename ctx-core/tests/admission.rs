@@ -569,23 +569,41 @@ async fn a_request_waiting_for_the_service_to_be_ready_goes_in_when_it_is() {
     let mut svc = layer.layer(tower::limit::ConcurrencyLimit::new(handler, 1));
     let root = Context::background();
     let first = tokio::spawn(svc.call(request(1, &root)));
-    let go = tokio::time::timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    let go = tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let second = tokio::spawn(svc.call(request(2, &root)));
     assert_eq!(layer.stats().in_flight, 2);
     let _ = go.send(());
-    tokio::time::timeout(WAIT, first).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let go = tokio::time::timeout(WAIT, entered.recv())
         .await
         .expect("the second enters once the inner service is ready")
         .unwrap();
     let _ = go.send(());
-    let answer = tokio::time::timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+    let answer = tokio::time::timeout(WAIT, second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     // And a third, after them, goes straight in.
     let third = tokio::spawn(svc.call(request(3, &root)));
-    let go = tokio::time::timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    let go = tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let _ = go.send(());
-    tokio::time::timeout(WAIT, third).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(layer.stats().admitted, 3);
     assert_idle(layer.stats());
 }
