@@ -12,7 +12,7 @@
 //!   layer's queue (`poll_ready` is always ready: the queue, not backpressure, holds them);
 //! - a request is never started if its context is done, if its remaining budget is zero or
 //!   below [`min_budget`](AdmissionLayer::min_budget), or below what recent requests needed:
-//!   the 10th percentile of the last 64 service times (once 10 were measured; time from
+//!   the 10th percentile of the last 64 service times (once 5 were measured; time from
 //!   calling the service to its response, streamed bodies not included). It is answered at
 //!   once, on arrival or when its turn comes, without calling the service;
 //! - a waiting request whose context ends (its deadline, its client gone, the server
@@ -270,7 +270,7 @@ pub struct AdmissionStats {
     /// Requests waiting now.
     pub queued: usize,
     /// What recent requests needed (the 10th percentile of recent service times), below
-    /// which a request is not started; `None` until 10 were measured.
+    /// which a request is not started; `None` until 5 were measured.
     pub needed: Option<Duration>,
 }
 

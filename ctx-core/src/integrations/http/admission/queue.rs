@@ -62,7 +62,7 @@ pub(super) const WINDOW: usize = 64;
 /// Once the window is full, the estimate is computed again after this many samples.
 const RECOMPUTE: usize = 64;
 /// Fewer measured requests than this, and no estimate (no request is judged by it).
-pub(super) const MIN_SAMPLES: usize = 10;
+pub(super) const MIN_SAMPLES: usize = 5;
 
 /// What the layer did with requests, since it was built.
 #[derive(Debug, Default)]
@@ -114,7 +114,7 @@ impl Window {
         self.fresh = 0;
         let mut sorted = self.samples;
         let sorted = &mut sorted[..self.len];
-        // The 10th percentile, rounded down: the minimum until 20 samples, the 7th
+        // The 10th percentile, rounded down: the minimum up to 10 samples, the 7th
         // smallest of 64. Low on purpose: a request with less budget than this would have
         // missed its deadline in 9 cases out of 10 even when served at once.
         let (_, low, _) = sorted.select_nth_unstable((self.len - 1) / 10);
