@@ -14,9 +14,14 @@
 //! - with reqwest (feature `reqwest`), [`DeadlineMiddleware`] gives each request its
 //!   context's remaining time as its timeout, and drops it when the context ends.
 //!
+//! - under overload, [`AdmissionLayer`] (inside either server layer) lets at most `N`
+//!   requests into the service and never starts one that cannot finish in time (see
+//!   [`admission`]).
+//!
 //! A call that a context ended names itself in a [`HopError`] (what was called, on which
 //! host, which side ran out), so a log says where the budget ran out.
 
+pub mod admission;
 pub mod baggage;
 mod body;
 mod client;
@@ -36,6 +41,9 @@ mod server_body;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest::DeadlineMiddleware;
+pub use admission::{
+    AdmissionBody, AdmissionFuture, AdmissionLayer, AdmissionService, AdmissionStats,
+};
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 #[cfg(feature = "axum")]
 pub use extract::MissingContext;
