@@ -106,6 +106,7 @@ where
 /// `authority` (`user:password@host:port`, as a URI has it) without its userinfo: what
 /// every client layer puts in its errors and statuses, so that credentials in a URL never
 /// reach a log or a caller.
+#[cfg(any(feature = "tonic", feature = "reqwest"))]
 pub(super) fn strip_userinfo(authority: &str) -> &str {
     authority
         .rsplit_once('@')
