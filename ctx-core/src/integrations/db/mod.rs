@@ -91,9 +91,36 @@ println!("{} rows", rows.len());
 //! `ctx-core/examples/db_sqlite.rs` and `db_postgres.rs` are complete programs.
 
 mod error;
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+mod interrupt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+pub mod sqlx;
 
 pub use error::Error;
+
+/// Runs `task` on the current tokio runtime, or (dropped outside one) on a thread with a
+/// runtime of its own; nobody waits for it. Used for the background part of a cancel.
+#[cfg(any(feature = "postgres", feature = "sqlx-postgres"))]
+fn spawn_detached(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(task)),
+        Err(_) => {
+            // Rare; if the thread or its runtime cannot start, the task is dropped, which
+            // closes the connection it holds.
+            let _ = std::thread::Builder::new()
+                .name("ctx-db-cancel".into())
+                .spawn(move || {
+                    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        runtime.block_on(task);
+                    }
+                });
+        }
+    }
+}
