@@ -246,7 +246,10 @@ fn a_cancelled_connection_goes_back_to_the_pool() {
         );
         let ctx = Context::background().with_timeout(Duration::from_secs(10));
         let next = db::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
-        assert_eq!(next, pid, "the cancelled connection was closed, not reclaimed");
+        assert_eq!(
+            next, pid,
+            "the cancelled connection was closed, not reclaimed"
+        );
         let slept = db::postgres::run(&ctx, &pool, async |c| {
             c.execute("SELECT pg_sleep(0.05)", &[]).await
         })

@@ -318,7 +318,11 @@ mod run_async {
                 matches!(err, db::Error::Context(Error::DeadlineExceeded)),
                 "{err:?}"
             );
-            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
             // The connection is fine for the next statement.
             let n = db::sqlite::run_async(&Context::background(), &conn, |c| count_to(c, 10))
                 .await

@@ -4,7 +4,11 @@
 //! (`db_support::cluster`). The race tests check that a stop signal never reaches a later
 //! statement.
 
-#![cfg(all(feature = "sqlx-sqlite", feature = "sqlx-postgres", feature = "postgres"))]
+#![cfg(all(
+    feature = "sqlx-sqlite",
+    feature = "sqlx-postgres",
+    feature = "postgres"
+))]
 
 mod db_support;
 
@@ -94,7 +98,10 @@ mod sqlite {
                 .await
                 .unwrap_err();
             let late = Instant::now().saturating_duration_since(deadline);
-            eprintln!("sqlx sqlite: run returned {:.2} ms after the deadline", ms(late));
+            eprintln!(
+                "sqlx sqlite: run returned {:.2} ms after the deadline",
+                ms(late)
+            );
             assert!(
                 matches!(err, db::Error::Context(Error::DeadlineExceeded)),
                 "{err:?}"
@@ -167,7 +174,11 @@ mod sqlite {
                     Err(err) => panic!("iteration {i}: unexpected {err:?}"),
                 }
                 let next = count_to(&mut conn, 1_000).await;
-                assert_eq!(next.ok(), Some(1_000), "iteration {i}: the next statement failed");
+                assert_eq!(
+                    next.ok(),
+                    Some(1_000),
+                    "iteration {i}: the next statement failed"
+                );
                 // The cancel has happened, so the canceller is not behind for the next one.
                 ctx.done().await;
             }
@@ -249,8 +260,12 @@ mod postgres {
         runtime().block_on(async {
             let pool = pool(&cluster, 1).await;
             let ctx = Context::background().with_timeout(Duration::from_secs(30));
-            let first = db::sqlx::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
-            let again = db::sqlx::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
+            let first = db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                .await
+                .unwrap();
+            let again = db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                .await
+                .unwrap();
             assert_eq!(first, again);
             let err = db::sqlx::postgres::run(&ctx, &pool, async |c| {
                 sqlx::query("SELEC 1").execute(c).await
@@ -259,7 +274,9 @@ mod postgres {
             .unwrap_err();
             assert!(matches!(err, db::Error::Sqlx(_)), "{err:?}");
             assert!(err.to_string().starts_with("sqlx: "), "{err}");
-            let after = db::sqlx::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
+            let after = db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                .await
+                .unwrap();
             assert_eq!(first, after, "a server error keeps the connection");
             let expired = Context::background().with_timeout(Duration::ZERO);
             let err = db::sqlx::postgres::run(&expired, &pool, backend_pid)
@@ -307,11 +324,22 @@ mod postgres {
                     ms(returned),
                     ms(gone)
                 );
-                assert!(returned < Duration::from_secs(1), "returned {returned:?} late");
-                assert!(gone < Duration::from_secs(2), "still running {gone:?} later");
+                assert!(
+                    returned < Duration::from_secs(1),
+                    "returned {returned:?} late"
+                );
+                assert!(
+                    gone < Duration::from_secs(2),
+                    "still running {gone:?} later"
+                );
                 let ctx = Context::background().with_timeout(Duration::from_secs(10));
-                let next = db::sqlx::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
-                assert_eq!(next, pid, "the confirmed-cancelled connection was not reused");
+                let next = db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    next, pid,
+                    "the confirmed-cancelled connection was not reused"
+                );
             }
         });
     }
@@ -337,8 +365,13 @@ mod postgres {
             // The pool (of one) waits for the background part, which closes that
             // connection: the next query runs on a new backend, unharmed.
             let ctx = Context::background().with_timeout(Duration::from_secs(10));
-            let next = db::sqlx::postgres::run(&ctx, &pool, backend_pid).await.unwrap();
-            assert_ne!(next, used, "a connection whose cancel is unaccounted for was reused");
+            let next = db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                .await
+                .unwrap();
+            assert_ne!(
+                next, used,
+                "a connection whose cancel is unaccounted for was reused"
+            );
             let slept = db::sqlx::postgres::run(&Context::background(), &pool, async |c| {
                 sqlx::query("SELECT pg_sleep(0.05)").execute(c).await
             })

@@ -215,7 +215,10 @@ fn pool_key(pool: &Pool) -> usize {
 fn server_address(pool: &Pool) -> Option<Option<SocketAddr>> {
     let key = pool_key(pool);
     let servers = SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
-    servers.iter().find(|(k, _)| *k == key).map(|(_, addr)| *addr)
+    servers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, addr)| *addr)
 }
 
 /// Asks the server for its address on this connection, and remembers it for the pool.
@@ -224,15 +227,14 @@ async fn learn_server_address(
     client: &ClientWrapper,
 ) -> Result<Option<SocketAddr>, Error> {
     let row = client
-        .query_one(
-            "SELECT host(inet_server_addr()), inet_server_port()",
-            &[],
-        )
+        .query_one("SELECT host(inet_server_addr()), inet_server_port()", &[])
         .await?;
     let ip: Option<String> = row.try_get(0)?;
     let port: Option<i32> = row.try_get(1)?;
     let server = match (ip.and_then(|ip| ip.parse::<IpAddr>().ok()), port) {
-        (Some(ip), Some(port)) => u16::try_from(port).ok().map(|port| SocketAddr::new(ip, port)),
+        (Some(ip), Some(port)) => u16::try_from(port)
+            .ok()
+            .map(|port| SocketAddr::new(ip, port)),
         _ => None,
     };
     let key = pool_key(pool);

@@ -100,7 +100,6 @@ pub fn run<T>(
     }
 }
 
-
 /// [`run`] for async callers: waits for `conn`'s lock (no longer than `ctx` lasts), then runs
 /// `f` on tokio's blocking pool under `ctx`, with `ctx` as [`Context::current`] there
 /// (feature `tokio` too).
@@ -168,9 +167,7 @@ where
     // Dropping this future drops `scope`, which cancels `child` and so interrupts `f`.
     let scope = ctx.with_cancel();
     let child = scope.context().clone();
-    let task = tokio::task::spawn_blocking(move || {
-        child.enter(|| run(&child, &guard, f))
-    });
+    let task = tokio::task::spawn_blocking(move || child.enter(|| run(&child, &guard, f)));
     let outcome = task.await;
     drop(scope);
     match outcome {

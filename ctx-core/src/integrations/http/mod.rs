@@ -34,11 +34,12 @@ mod server;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest::DeadlineMiddleware;
-/// The reqwest-middleware (0.5) that [`DeadlineMiddleware`] implements, for naming its types
-/// at exactly that version.
-#[cfg(feature = "reqwest")]
-pub use reqwest_middleware;
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_grpc_timeout};
 pub use hop::{HopError, Origin};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
+
+/// The reqwest-middleware (0.5) that [`DeadlineMiddleware`] implements, for naming its types
+/// at exactly that version.
+#[cfg(feature = "reqwest")]
+pub use reqwest_middleware;
