@@ -206,6 +206,7 @@ async fn reclaim(object: Object, server: Option<SocketAddr>) {
 /// (which lives as long as its pool, inside it). A stale entry (a new pool where a dropped
 /// one was) can only send a cancel where it is ignored: the connection is then closed.
 type Servers = Vec<(usize, Option<SocketAddr>)>;
+const MAX_POOLS: usize = 64;
 static SERVERS: Mutex<Servers> = Mutex::new(Vec::new());
 
 fn pool_key(pool: &Pool) -> usize {
@@ -240,6 +241,10 @@ async fn learn_server_address(
     let key = pool_key(pool);
     let mut servers = SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
     servers.retain(|(k, _)| *k != key);
+    if servers.len() >= MAX_POOLS {
+        // A program that keeps making pools: forget the oldest (it is asked again if used).
+        servers.remove(0);
+    }
     servers.push((key, server));
     Ok(server)
 }
