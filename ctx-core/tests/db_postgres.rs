@@ -287,6 +287,38 @@ fn a_cancel_that_finds_no_query_hurts_no_later_one() {
     });
 }
 
+/// A transaction `f` opened itself (`BEGIN`) and left open when its context ended is not
+/// handed to the next caller: that connection is closed, and the server rolls it back.
+#[test]
+fn a_transaction_left_open_is_not_pooled() {
+    let cluster = Cluster::start();
+    runtime().block_on(async {
+        let pool = pool(&cluster, 1);
+        let ctx = Context::background().with_timeout(Duration::from_millis(100));
+        let err = db::postgres::run(&ctx, &pool, async |c| {
+            c.batch_execute("BEGIN; CREATE TABLE left_open (x int)")
+                .await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.context_error().is_some(), "{err:?}");
+        let ctx = Context::background().with_timeout(Duration::from_secs(10));
+        let tables: i64 = db::postgres::run(&ctx, &pool, async |c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'left_open'",
+                &[],
+            )
+            .await?
+            .try_get(0)
+        })
+        .await
+        .unwrap();
+        assert_eq!(tables, 0, "the next caller ran inside the open transaction");
+    });
+}
+
 /// Issue 25 (11): 800 requests that time out mid-query on a pool of 16. Each cancelled
 /// connection used to be closed (a new backend per request); now it goes back to the pool.
 /// Prints the count of sessions the server started after the pool's first 16.

@@ -16,11 +16,11 @@
 //!   1. it sends the cancel request (`CancelToken::cancel_query_raw`) on a socket of its
 //!      own and waits for the server to close it: the server closes it only once it has
 //!      signalled the backend, so from then on the cancel is *delivered*, not in flight;
-//!   2. it waits for the connection to answer an empty query. A delivered cancel cannot
-//!      reach it or any later query: the backend either ended the running query with it
-//!      (SQLSTATE 57014, "canceling statement due to user request"), or, when the query
-//!      had finished, dropped it on reading the next command (PostgreSQL ignores a cancel
-//!      that arrives while no query runs);
+//!   2. it waits for the connection to answer a query, which must find no transaction
+//!      left open. A delivered cancel cannot reach it or any later query: the backend
+//!      either ended the running query with it (SQLSTATE 57014, "canceling statement due
+//!      to user request"), or, when the query had finished, dropped it on reading the next
+//!      command (PostgreSQL ignores a cancel that arrives while no query runs);
 //!   3. then the connection goes back to the pool. If any step fails or all of it takes
 //!      longer than 5 s, the connection is closed instead, and the pool opens a new one;
 //! - the same happens when `run`'s own future is dropped while `f` is in flight (an HTTP
@@ -44,7 +44,8 @@
 //! - Behind a proxy that stands for the server (PgBouncer), the server's own address may
 //!   not be reachable: cancels then fail and cancelled connections are closed.
 //! - The whole of `f` is one unit: if the context ends in the middle of a transaction, the
-//!   connection is closed, and the server rolls the transaction back.
+//!   transaction is rolled back (tokio-postgres' `Transaction` on drop; a `BEGIN` of your own
+//!   by closing the connection).
 //! - If the process dies, nothing sends the cancel: a server-side `statement_timeout` is
 //!   the backstop for that.
 //! - A result that arrives as the context ends is dropped: `run` reports the context's error
@@ -190,7 +191,7 @@ async fn reclaim(object: Object, server: Option<SocketAddr>) {
             return false;
         }
         // Answers once the cancelled query has ended; the delivered cancel cannot reach it.
-        object.simple_query("").await.is_ok()
+        is_idle_outside_a_transaction(&object).await
     })
     .await
     .unwrap_or(false);
@@ -200,6 +201,22 @@ async fn reclaim(object: Object, server: Option<SocketAddr>) {
         drop(Object::take(object));
     }
     // Reclaimed: `object` drops here and goes back to the pool.
+}
+
+/// Whether the connection answers a query that is the first of its transaction, that is,
+/// no transaction was left open (`f`'s own `BEGIN`): PostgreSQL gives `now()` (the
+/// transaction's start) and `statement_timestamp()` the same value only in a transaction's
+/// first statement. In an aborted transaction the query fails.
+async fn is_idle_outside_a_transaction(client: &ClientWrapper) -> bool {
+    let Ok(messages) = client
+        .simple_query("SELECT now() = statement_timestamp()")
+        .await
+    else {
+        return false;
+    };
+    messages.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+    })
 }
 
 /// The server addresses of the pools `run` has served, by the address of their manager

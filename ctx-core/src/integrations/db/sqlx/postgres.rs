@@ -13,8 +13,9 @@
 //! 2. reads what is left of the cancelled query on that connection (sqlx's `ping` drains
 //!    it). The connection goes back to the pool only if the server reports that *this*
 //!    cancel ended the query: SQLSTATE 57014 with the message "canceling statement due to
-//!    user request" (a `statement_timeout` has the same code and another message). Once
-//!    the backend has reported it, the cancel is spent: it can reach no later query;
+//!    user request" (a `statement_timeout` has the same code and another message), and no
+//!    transaction is left open on it. Once the backend has reported it, the cancel is
+//!    spent: it can reach no later query;
 //! 3. otherwise — the query had finished before the cancel, the server said something
 //!    else, the cancel failed, or nothing came back within 5 s — the connection is closed
 //!    and the pool opens a new one when it needs one.
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool, Postgres};
-use sqlx::{Connection, Error as SqlxError};
+use sqlx::{Connection, Error as SqlxError, Executor, Row};
 
 use super::super::{Error, spawn_detached};
 use crate::Context;
@@ -148,10 +149,18 @@ async fn reclaim(mut conn: PoolConnection<Postgres>, pid: i32, pool: PgPool) {
         if !matches!(cancel_backend(&pool, pid).await, Ok(true)) {
             return false;
         }
-        // The first `ping` reads up to the cancelled query's end and reports its error;
-        // the second proves the connection is idle and sound.
+        // `ping` reads up to the cancelled query's end and reports its error; then the
+        // connection must answer a query that is the first of its transaction (no
+        // transaction left open: PostgreSQL gives `now()` and `statement_timestamp()` the
+        // same value only there; in an aborted transaction the query fails).
         match conn.ping().await {
-            Err(err) if is_user_cancel(&err) => conn.ping().await.is_ok(),
+            Err(err) if is_user_cancel(&err) => {
+                // The simple protocol: one message, so one statement start.
+                let probe = sqlx::raw_sql("SELECT now() = statement_timestamp()");
+                let row = (&mut *conn).fetch_one(probe).await;
+                row.and_then(|row| row.try_get::<bool, _>(0))
+                    .unwrap_or(false)
+            }
             // It finished before the cancel came (or failed otherwise): whether the cancel
             // is spent cannot be known.
             _ => false,
