@@ -24,7 +24,7 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Error {
     /// The context ended before the work did (or before it started): the statement was
-    /// interrupted, or the query cancelled on the server and its connection discarded.
+    /// interrupted, or the query cancelled on the server.
     Context(crate::Error),
     /// SQLite reported an error that the context's end did not cause.
     #[cfg(feature = "sqlite")]

@@ -132,7 +132,7 @@ where
             checkout.settled = true;
             result.map_err(Error::Postgres)
         }
-        // `f`'s future is already dropped; dropping `checkout` cancels and discards.
+        // `f`'s future is already dropped; dropping `checkout` cancels and reclaims.
         Err(err) => Err(Error::Context(err)),
     }
 }
