@@ -72,7 +72,9 @@ where
     F: AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
 {
     ctx.checkpoint()?;
-    let raw = RawHandle(conn.lock_handle().await?.as_raw_handle());
+    // Taking the handle waits for the worker thread to be idle; that wait ends with `ctx`.
+    let handle = async { Ok::<_, sqlx::Error>(conn.lock_handle().await?.as_raw_handle()) };
+    let raw = RawHandle(ctx.run(handle).await??);
     let armed = interrupt::arm(ctx, move || raw.interrupt());
     let on_drop = InterruptOnDrop(Some(raw));
     let outcome = ctx.run(f(&mut *conn)).await;
