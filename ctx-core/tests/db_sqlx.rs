@@ -384,6 +384,70 @@ mod postgres {
         });
     }
 
+    /// 800 requests that time out mid-query on a pool of 16: cancelled connections go back
+    /// to the pool, and the cancels go out on the pool's idle connections or its one
+    /// canceller. Prints the count of sessions the server started after the pool's 16.
+    #[test]
+    fn timeouts_mid_query_do_not_reconnect() {
+        const REQUESTS: usize = 800;
+        const POOL: usize = 16;
+        let cluster = Cluster::start();
+        runtime().block_on(async {
+            let pool = pool(&cluster, POOL as u32).await;
+            let warm: Vec<_> = (0..POOL)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        db::sqlx::postgres::run(&Context::background(), &pool, async |c| {
+                            sqlx::query("SELECT pg_sleep(0.5)").execute(c).await
+                        })
+                        .await
+                    })
+                })
+                .collect();
+            for task in warm {
+                task.await.unwrap().unwrap();
+            }
+            let sessions_before = cluster.sessions_started();
+            let workers: Vec<_> = (0..POOL)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        let mut timed_out = 0;
+                        for _ in 0..REQUESTS / POOL {
+                            let budget = Duration::from_millis(20 + fastrand::u64(0..30));
+                            let ctx = Context::background().with_timeout(budget);
+                            let result = db::sqlx::postgres::run(&ctx, &pool, async |c| {
+                                sqlx::query("SELECT pg_sleep(10)").execute(c).await
+                            })
+                            .await;
+                            match result {
+                                Err(db::Error::Context(Error::DeadlineExceeded)) => timed_out += 1,
+                                other => panic!("expected a timeout, got {other:?}"),
+                            }
+                        }
+                        timed_out
+                    })
+                })
+                .collect();
+            let mut timed_out = 0;
+            for worker in workers {
+                timed_out += worker.await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let reconnects = cluster.sessions_started() - sessions_before;
+            eprintln!(
+                "sqlx: {REQUESTS} requests on a pool of {POOL}: {timed_out} timed out; the \
+                 server started {reconnects} new sessions"
+            );
+            assert_eq!(timed_out, REQUESTS);
+            assert!(
+                reconnects < 100,
+                "{reconnects} reconnects for {REQUESTS} cancelled queries"
+            );
+        });
+    }
+
     /// lib/pq#1001 for sqlx: contexts ended at random points around the end of a short
     /// query on a pool of one; the next query through the pool must never be cancelled.
     #[test]

@@ -7,9 +7,9 @@
 //! [`Error::Context`] at once, and in the background
 //!
 //! 1. runs `SELECT pg_cancel_backend(pid)` on another connection: an idle one of the pool,
-//!    or a fresh one when none is idle. The cancelled connection is held (open, out of the
-//!    pool) all the while, so the pid is still its backend's: a pid cannot have been reused
-//!    by another session;
+//!    or, when none is idle, one more connection kept for the pool's cancels. The cancelled
+//!    connection is held (open, out of the pool) all the while, so the pid is still its
+//!    backend's: a pid cannot have been reused by another session;
 //! 2. reads what is left of the cancelled query on that connection (sqlx's `ping` drains
 //!    it). The connection goes back to the pool only if the server reports that *this*
 //!    cancel ended the query: SQLSTATE 57014 with the message "canceling statement due to
@@ -33,10 +33,12 @@
 //!   error although the server may have done the work (a `COMMIT` racing the deadline may
 //!   have committed). Make writes that you retry idempotent.
 
+use std::ptr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, Postgres};
 use sqlx::{Connection, Error as SqlxError, Executor, Row};
 
 use super::super::{Error, spawn_detached};
@@ -176,19 +178,49 @@ async fn reclaim(mut conn: PoolConnection<Postgres>, pid: i32, pool: PgPool) {
     // Confirmed: `conn` drops here and goes back to the pool.
 }
 
-/// `pg_cancel_backend(pid)` on an idle connection of `pool`, or on a fresh one when none is
-/// idle (waiting for one could wait on connections that are themselves being reclaimed).
+/// `pg_cancel_backend(pid)` on an idle connection of `pool`, or, when none is idle, on the
+/// pool's *canceller*: one more connection, opened on first need and kept for the pool's
+/// later cancels (waiting for a pool connection could wait on connections that are
+/// themselves being reclaimed, and a fresh connection per cancel is a reconnect each).
 async fn cancel_backend(pool: &PgPool, pid: i32) -> Result<bool, SqlxError> {
     let cancel = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid);
-    match pool.try_acquire() {
-        Some(mut other) => cancel.fetch_one(&mut *other).await,
-        None => {
-            let mut fresh = PgConnection::connect_with(&pool.connect_options()).await?;
-            let sent = cancel.fetch_one(&mut fresh).await;
-            let _ = fresh.close().await;
-            sent
-        }
+    if let Some(mut other) = pool.try_acquire() {
+        return cancel.fetch_one(&mut *other).await;
     }
+    let slot = canceller(pool);
+    let mut slot = slot.lock().await;
+    let conn = match &mut *slot {
+        Some(conn) => conn,
+        empty => empty.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+    };
+    let sent = cancel.fetch_one(&mut *conn).await;
+    if sent.is_err() {
+        // Opened again on the next need.
+        *slot = None;
+    }
+    sent
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<PgConnection>>>;
+
+/// The cancellers, by pool: an entry is the pool's connect options (weakly: a pool that is
+/// gone frees them, and its entry, with its connection, is dropped) and the connection.
+static CANCELLERS: Mutex<Vec<(Weak<PgConnectOptions>, Slot)>> = Mutex::new(Vec::new());
+
+fn canceller(pool: &PgPool) -> Slot {
+    let options = pool.connect_options();
+    let mut cancellers = CANCELLERS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Drop the entries of pools that are gone (their options' only owner was the pool).
+    cancellers.retain(|(of, _)| of.strong_count() > 0);
+    if let Some((_, slot)) = cancellers
+        .iter()
+        .find(|(of, _)| ptr::eq(of.as_ptr(), Arc::as_ptr(&options)))
+    {
+        return Arc::clone(slot);
+    }
+    let slot = Slot::default();
+    cancellers.push((Arc::downgrade(&options), Arc::clone(&slot)));
+    slot
 }
 
 /// SQLSTATE 57014 with the message a cancel request (not a `statement_timeout`) gives.
