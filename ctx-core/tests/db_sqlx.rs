@@ -138,7 +138,7 @@ mod sqlite {
     /// statement on the connection must never be interrupted.
     #[test]
     fn an_interrupt_never_reaches_a_later_statement() {
-        const ITERATIONS: usize = 300;
+        const ITERATIONS: usize = 500;
         runtime().block_on(async {
             let mut conn = open().await;
             let rows = 5_000;
@@ -345,6 +345,36 @@ mod postgres {
                     "the confirmed-cancelled connection was not reused"
                 );
             }
+        });
+    }
+
+    /// Dropping `run`'s future mid-query (a handler whose client went away) cancels on the
+    /// server just the same, and the pool of one still serves.
+    #[test]
+    fn dropping_the_future_cancels_the_query_too() {
+        let cluster = Cluster::start();
+        runtime().block_on(async {
+            let pool = pool(&cluster, 1).await;
+            let monitor = monitor(&cluster).await;
+            let query = "SELECT pg_sleep(10) /* sqlx dropped */";
+            let ctx = Context::background();
+            let call =
+                db::sqlx::postgres::run(&ctx, &pool, async |c| sqlx::query(query).execute(c).await);
+            let timed_out = tokio::time::timeout(Duration::from_millis(300), async {
+                tokio::join!(call, wait_running(&monitor, query)).0
+            })
+            .await;
+            let dropped_at = Instant::now();
+            assert!(timed_out.is_err(), "pg_sleep(10) finished?");
+            let gone = gone_after(&monitor, query, dropped_at).await;
+            assert!(
+                gone < Duration::from_secs(2),
+                "still running {gone:?} after the drop"
+            );
+            let ctx = Context::background().with_timeout(Duration::from_secs(10));
+            db::sqlx::postgres::run(&ctx, &pool, backend_pid)
+                .await
+                .unwrap();
         });
     }
 
