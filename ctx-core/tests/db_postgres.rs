@@ -356,7 +356,7 @@ fn timeouts_mid_query_do_not_reconnect() {
                 tokio::spawn(async move {
                     let mut timed_out = 0;
                     for _ in 0..REQUESTS / POOL {
-                        let budget = Duration::from_millis(20 + fastrand::u64(0..30));
+                        let budget = Duration::from_millis(60 + fastrand::u64(0..60));
                         let ctx = Context::background().with_timeout(budget);
                         let pids = &pids;
                         let result = db::postgres::run(&ctx, &pool, async |c| {

@@ -445,7 +445,7 @@ mod postgres {
                     tokio::spawn(async move {
                         let mut timed_out = 0;
                         for _ in 0..REQUESTS / POOL {
-                            let budget = Duration::from_millis(20 + fastrand::u64(0..30));
+                            let budget = Duration::from_millis(60 + fastrand::u64(0..60));
                             let ctx = Context::background().with_timeout(budget);
                             let result = db::sqlx::postgres::run(&ctx, &pool, async |c| {
                                 sqlx::query("SELECT pg_sleep(10)").execute(c).await

@@ -17,7 +17,8 @@
 //!      own and waits for the server to close it: the server closes it only once it has
 //!      signalled the backend, so from then on the cancel is *delivered*, not in flight;
 //!   2. it waits for the connection to answer a query, which must find no transaction
-//!      left open. A delivered cancel cannot reach it or any later query: the backend
+//!      left open (if it does not answer within 100 ms, the cancel may have come before
+//!      the query reached the server, which drops it: it cancels again). A delivered cancel cannot reach it or any later query: the backend
 //!      either ended the running query with it (SQLSTATE 57014, "canceling statement due
 //!      to user request"), or, when the query had finished, dropped it on reading the next
 //!      command (PostgreSQL ignores a cancel that arrives while no query runs);
@@ -70,6 +71,9 @@ use crate::Context;
 /// How long the background reclaim may take (cancel delivered, connection idle) before the
 /// connection is closed instead.
 const RECLAIM_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long the reclaim waits for the connection to answer before it cancels again.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Runs `f` on a connection from `pool` under `ctx`: when `ctx` ends first, the query is
 /// cancelled on the server and `run` returns [`Error::Context`] without waiting for the
@@ -178,20 +182,29 @@ async fn reclaim(object: Object, server: Option<SocketAddr>) {
             let _ = token.cancel_query(NoTls).await;
             return false;
         };
-        let delivered = async {
-            let mut socket = TcpStream::connect(server).await?;
-            token
-                .cancel_query_raw(&mut socket, NoTls)
-                .await
-                .map_err(std::io::Error::other)?;
-            // The server closes the socket once it has signalled the backend.
-            socket.read_to_end(&mut Vec::new()).await
-        };
-        if delivered.await.is_err() {
-            return false;
+        // A cancel that reaches the backend before the query does (still in flight to the
+        // server) is dropped, and the query runs on: until the connection answers, cancel
+        // again every `RETRY_AFTER`.
+        loop {
+            let delivered = async {
+                let mut socket = TcpStream::connect(server).await?;
+                token
+                    .cancel_query_raw(&mut socket, NoTls)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                // The server closes the socket once it has signalled the backend.
+                socket.read_to_end(&mut Vec::new()).await
+            };
+            if delivered.await.is_err() {
+                return false;
+            }
+            // Answers once the cancelled query has ended; a delivered cancel cannot reach
+            // it.
+            match tokio::time::timeout(RETRY_AFTER, is_idle_outside_a_transaction(&object)).await {
+                Ok(idle) => return idle,
+                Err(_still_running) => continue,
+            }
         }
-        // Answers once the cancelled query has ended; the delivered cancel cannot reach it.
-        is_idle_outside_a_transaction(&object).await
     })
     .await
     .unwrap_or(false);

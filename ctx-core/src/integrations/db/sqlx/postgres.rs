@@ -15,7 +15,9 @@
 //!    cancel ended the query: SQLSTATE 57014 with the message "canceling statement due to
 //!    user request" (a `statement_timeout` has the same code and another message), and no
 //!    transaction is left open on it. Once the backend has reported it, the cancel is
-//!    spent: it can reach no later query;
+//!    spent: it can reach no later query. (A cancel that reaches the backend before the
+//!    query does is dropped by the server: when nothing comes back within 100 ms, it
+//!    cancels again.);
 //! 3. otherwise — the query had finished before the cancel, the server said something
 //!    else, the cancel failed, or nothing came back within 5 s — the connection is closed
 //!    and the pool opens a new one when it needs one.
@@ -47,6 +49,9 @@ use crate::Context;
 /// How long the background reclaim waits for the cancel and the cancelled query's end
 /// before it closes the connection instead.
 const RECLAIM_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long the reclaim waits for the cancelled query's end before it cancels again.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Runs `f` on a connection from `pool` under `ctx`: when `ctx` ends first, the query is
 /// cancelled on the server (`pg_cancel_backend`) and `run` returns [`Error::Context`]
@@ -148,24 +153,31 @@ impl Drop for Checkout {
 /// confirms that this cancel ended it; closes it otherwise.
 async fn reclaim(mut conn: PoolConnection<Postgres>, pid: i32, pool: PgPool) {
     let confirmed = tokio::time::timeout(RECLAIM_WITHIN, async {
-        if !matches!(cancel_backend(&pool, pid).await, Ok(true)) {
-            return false;
-        }
-        // `ping` reads up to the cancelled query's end and reports its error; then the
-        // connection must answer a query that is the first of its transaction (no
-        // transaction left open: PostgreSQL gives `now()` and `statement_timestamp()` the
-        // same value only there; in an aborted transaction the query fails).
-        match conn.ping().await {
-            Err(err) if is_user_cancel(&err) => {
-                // The simple protocol: one message, so one statement start.
-                let probe = sqlx::raw_sql("SELECT now() = statement_timestamp()");
-                let row = (&mut *conn).fetch_one(probe).await;
-                row.and_then(|row| row.try_get::<bool, _>(0))
-                    .unwrap_or(false)
+        loop {
+            if !matches!(cancel_backend(&pool, pid).await, Ok(true)) {
+                return false;
             }
-            // It finished before the cancel came (or failed otherwise): whether the cancel
-            // is spent cannot be known.
-            _ => false,
+            // `ping` reads up to the cancelled query's end and reports its error. If it has
+            // not within `RETRY_AFTER`, the cancel may have come before the query reached
+            // the server (which then drops the cancel): cancel again.
+            match tokio::time::timeout(RETRY_AFTER, conn.ping()).await {
+                Err(_still_running) => continue,
+                // Then the connection must answer a query that is the first of its
+                // transaction (no transaction left open: PostgreSQL gives `now()` and
+                // `statement_timestamp()` the same value only there; in an aborted
+                // transaction the query fails). The simple protocol: one message, so one
+                // statement start.
+                Ok(Err(err)) if is_user_cancel(&err) => {
+                    let probe = sqlx::raw_sql("SELECT now() = statement_timestamp()");
+                    let row = (&mut *conn).fetch_one(probe).await;
+                    return row
+                        .and_then(|row| row.try_get::<bool, _>(0))
+                        .unwrap_or(false);
+                }
+                // It finished before the cancel came (or failed otherwise): whether the
+                // cancel is spent cannot be known.
+                Ok(_) => return false,
+            }
         }
     })
     .await
