@@ -1,6 +1,6 @@
 //! PostgreSQL under a context: a `pg_sleep(10)` given a 200 ms budget is cancelled *on the
-//! server* at the deadline, its connection is discarded (so the late cancel can hit no one),
-//! and the pool serves the next query on a fresh one.
+//! server* at the deadline, its connection goes back to the pool once the server has the
+//! cancel (so it can hit no later query), and the pool serves the next query.
 //!
 //! Needs a server you may connect to:
 //!
@@ -94,7 +94,7 @@ async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    // 4. The cancelled query's connection was discarded; the pool serves a fresh one.
+    // 4. The cancelled query's connection is back in the pool (or, unconfirmed, replaced).
     let request = Context::background().with_timeout(Duration::from_secs(5));
     let next = db::postgres::run(&request, &pool, backend).await?;
     println!("the next query ran fine (backend {next})");

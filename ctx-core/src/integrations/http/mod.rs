@@ -56,3 +56,8 @@ pub use retry::{BufferBody, BufferBodyLayer};
 pub use retry::{Failure, GRPC_PREVIOUS_RPC_ATTEMPTS, RetryBackoff, RetryBody, RetryPolicy};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
 pub use server_body::ContextBody;
+
+/// The reqwest-middleware (0.5) that [`DeadlineMiddleware`] implements, for naming its types
+/// at exactly that version.
+#[cfg(feature = "reqwest")]
+pub use reqwest_middleware;
