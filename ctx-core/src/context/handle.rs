@@ -353,7 +353,8 @@ impl Context {
     ///
     /// `f` runs on a pool of worker threads, never under a lock and never on the thread that
     /// cancels: it may block or be slow without delaying the canceller or any other
-    /// after-func (the pool grows while every worker is busy). Dropping the returned
+    /// after-func (the pool grows while every worker is busy, up to 64 threads; past that,
+    /// after-funcs queue, and each runs once a worker returns). Dropping the returned
     /// [`AfterFunc`](crate::AfterFunc) does not stop `f`: it still runs when the context
     /// ends, also when its scope is dropped unobserved. A panic in `f` is caught on the
     /// worker (the panic hook reports it) and affects nothing else.
