@@ -13,7 +13,7 @@ use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
 use super::{Panic, WeakNode, catch, discard, timer, walk};
 use crate::context::error::{Cause, Error};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, fence, lock};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, MutexGuard, fence, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
@@ -49,13 +49,113 @@ pub(in crate::context) struct Core {
     ended: AtomicPtr<()>,
     /// The rarely needed parts, or null until first needed. Set once, under our lock.
     cold: AtomicPtr<Cold>,
-    pub(super) inner: Mutex<Inner>,
+    inner: Mutex<Inner>,
 }
 
-/// What the core's lock guards inline; the [`Cold`] part is guarded by it too.
+/// What the core's lock guards inline; the [`Cold`] part is guarded by it too. Reached only
+/// through [`Locked`], which binds it to its core.
 pub(super) struct Inner {
     /// The core's own list of children (its spread has more).
-    pub(super) children: List,
+    children: List,
+}
+
+/// A core's lock, held: the guard of its [`Inner`], bound to the core it belongs to. The
+/// functions that need a core's lock are methods of this guard (or take it), so they cannot
+/// be handed another core's: what the lock guards (the own children list, the cold part's
+/// [`ColdLocked`]) is reached only through here.
+pub(super) struct Locked<'a> {
+    core: &'a Core,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl<'a> Locked<'a> {
+    /// The core whose lock this is.
+    pub(super) fn core(&self) -> &'a Core {
+        self.core
+    }
+
+    /// The core's own list of children (invariant 2).
+    pub(super) fn children(&mut self) -> &mut List {
+        &mut self.inner.children
+    }
+
+    /// The cold part's locked state, if the cold part was made.
+    pub(super) fn cold(&mut self) -> Option<&mut ColdLocked> {
+        let cold = self.core.cold.load(Relaxed); // set under the lock we hold
+        // SAFETY: `ColdLocked` is only reached through a `Locked` of its own core, which
+        // holds that core's lock (so this `&mut self` is exclusive); it lives as long as
+        // the core.
+        (!cold.is_null()).then(|| unsafe { &mut *(*cold).locked.get() })
+    }
+
+    /// The cold part's locked state, made now if it was not yet.
+    pub(super) fn cold_or_make(&mut self) -> &mut ColdLocked {
+        self.cold_part();
+        self.cold().expect("just made")
+    }
+
+    /// Marks this core done, wakes its waiters, dispatches its after-funcs, hands its merged
+    /// nodes to `merges` (ended by the caller once its locks are released) and disarms its
+    /// timer. Called once, live (the caller checked the state under this lock). Returns
+    /// the cause it replaced, for the caller to drop after its locks (user code).
+    pub(super) fn finish(
+        &mut self,
+        err: Error,
+        origin: &Origin,
+        panic: &mut Option<Panic>,
+        merges: &mut Vec<WeakNode>,
+    ) -> Option<Cause> {
+        let (ended, replaced) = match origin {
+            Origin::Own(cause, at) => {
+                let replaced = match (self.cold(), cause) {
+                    (Some(cold), _) => std::mem::replace(&mut cold.cause, cause.clone()),
+                    (None, Some(cause)) => {
+                        self.cold_or_make().cause = Some(cause.clone());
+                        None
+                    }
+                    (None, None) => None,
+                };
+                (Ended::Here(at), replaced)
+            }
+            Origin::Preset => (Ended::Here(self.core.created), None),
+            Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
+        };
+        let core = self.core;
+        debug_assert_eq!(core.state.load(Relaxed), LIVE, "a core ends once (invariant 1)");
+        core.ended.store(ended.encode(), Relaxed);
+        core.state.store(state_of(err), Release);
+        if let Some(cold) = self.cold() {
+            // Wake by reference: the wakers stay registered until their `Done` is dropped or
+            // the node is, so no waker (whose drop is user code) is dropped under this lock.
+            // A panicking waker is caught so the walk goes on (see the module docs).
+            for waker in cold.waiters.values() {
+                catch(panic, || waker.wake_by_ref());
+            }
+            if cold.on_end.has_slots() {
+                for entry in cold.on_end.take_all() {
+                    match entry {
+                        OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
+                        OnEnd::Merge(merged) => merges.push(merged),
+                    }
+                }
+            }
+        }
+        if core.own_deadline {
+            timer::disarm(core);
+        }
+        replaced
+    }
+
+    /// The cold part itself (for the spread), made now if needed.
+    pub(super) fn cold_part(&mut self) -> &'a Cold {
+        let mut cold = self.core.cold.load(Relaxed);
+        if cold.is_null() {
+            cold = Box::into_raw(Box::new(Cold::new()));
+            self.core.cold.store(cold, Release);
+        }
+        // SAFETY: made above or earlier, freed only with the core.
+        unsafe { &*cold }
+    }
 }
 
 /// The parts of a [`Core`] most contexts never need, allocated on first use and freed with
@@ -64,13 +164,13 @@ pub(super) struct Cold {
     /// The core's spread of children lists, once derivations from it contended, or null.
     /// Set once under the core's lock; read without it (`children.rs`).
     pub(super) spread: AtomicPtr<Spread>,
-    /// Only ever touched under the core's lock (see [`Core::cold`]).
-    locked: UnsafeCell<Locked>,
+    /// Only ever touched under the core's lock (see [`Locked::cold`]).
+    locked: UnsafeCell<ColdLocked>,
 }
 
 /// The part of [`Cold`] the core's lock guards.
 #[derive(Default)]
-pub(super) struct Locked {
+pub(super) struct ColdLocked {
     /// The cause given to the cancel that ended this core, when this core was the walk root;
     /// until then, the cause to report if the own deadline fires (`with_deadline_cause`).
     pub(super) cause: Option<Cause>,
@@ -81,7 +181,7 @@ pub(super) struct Locked {
     pub(super) on_end: Slab<OnEnd>,
 }
 
-/// An entry of `Locked::on_end`.
+/// An entry of `ColdLocked::on_end`.
 pub(super) enum OnEnd {
     AfterFunc(AfterFn),
     Merge(WeakNode),
@@ -293,30 +393,22 @@ impl Core {
         self.deadline.get()
     }
 
-    /// The cold part, if it was made. `_locked` is our lock's data: holding it is what makes
-    /// the `&mut` exclusive.
-    pub(super) fn cold<'a>(&'a self, _locked: &'a mut Inner) -> Option<&'a mut Locked> {
-        let cold = self.cold.load(Relaxed); // set under the lock we hold
-        // SAFETY: `Locked` is only reached through here and `cold_or_make`, under our lock,
-        // which the caller holds (`_locked`); it lives as long as we do.
-        (!cold.is_null()).then(|| unsafe { &mut *(*cold).locked.get() })
-    }
-
-    /// The cold part, made now if it was not yet; the caller holds our lock (`locked`).
-    pub(super) fn cold_or_make<'a>(&'a self, locked: &'a mut Inner) -> &'a mut Locked {
-        self.cold_part(locked);
-        self.cold(locked).expect("just made")
-    }
-
-    /// The cold part itself (for the spread), made now if needed; under our lock.
-    pub(super) fn cold_part(&self, _locked: &mut Inner) -> &Cold {
-        let mut cold = self.cold.load(Relaxed);
-        if cold.is_null() {
-            cold = Box::into_raw(Box::new(Cold::new()));
-            self.cold.store(cold, Release);
+    /// Takes this core's lock.
+    pub(super) fn lock(&self) -> Locked<'_> {
+        Locked {
+            core: self,
+            inner: lock(&self.inner),
         }
-        // SAFETY: made above or earlier, freed only with the core.
-        unsafe { &*cold }
+    }
+
+    /// Takes this core's lock; true too if another thread held it (it was contended).
+    pub(super) fn lock_contended(&self) -> (Locked<'_>, bool) {
+        let (inner, contended) = match self.inner.try_lock() {
+            Ok(inner) => (inner, false),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
+            Err(std::sync::TryLockError::WouldBlock) => (lock(&self.inner), true),
+        };
+        (Locked { core: self, inner }, contended)
     }
 
     /// The spread of children lists, if this core has one; no lock needed.
@@ -391,8 +483,7 @@ impl Core {
         let err = self.err()?;
         // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
         let root = unsafe { &*self.walk_root() };
-        let mut inner = lock(&root.inner);
-        let stored = root.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        let stored = root.lock().cold().and_then(|cold| cold.cause.clone());
         Some(stored.unwrap_or(Cause::from(err)).at(Some(root.ended_at())))
     }
 
@@ -421,7 +512,7 @@ impl Core {
     /// after-funcs or children; only the deadline driver may see it, if it was armed
     /// (invariant 7), so only then is the lock needed, to end it once.
     pub(super) fn born_done(&self, err: Error, root: *const Core) {
-        let _inner = self.own_deadline.then(|| lock(&self.inner));
+        let _locked = self.own_deadline.then(|| self.lock());
         if self.state.load(Relaxed) != LIVE {
             return; // its deadline fired first: the driver ended it
         }
@@ -439,11 +530,11 @@ impl Core {
         slot: &mut Option<usize>,
         waker: &Waker,
     ) -> Option<Error> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if let Some(err) = self.err() {
             return Some(err); // a registration stays until the waiter drops (see `finish`)
         }
-        let waiters = &mut self.cold_or_make(&mut inner).waiters;
+        let waiters = &mut locked.cold_or_make().waiters;
         let replaced = match slot.and_then(|key| waiters.get_mut(key)) {
             Some(registered) if registered.will_wake(waker) => None,
             Some(registered) => Some(std::mem::replace(registered, waker.clone())),
@@ -452,42 +543,34 @@ impl Core {
                 None
             }
         };
-        drop(inner);
+        drop(locked);
         drop(replaced); // user code may run when a waker drops: never under our lock
         None
     }
 
     /// Forgets a waker registration (a `Done` dropped before its context ended).
     pub(in crate::context) fn deregister_waker(&self, key: usize) {
-        let mut inner = lock(&self.inner);
-        let removed = self
-            .cold(&mut inner)
-            .and_then(|cold| cold.waiters.remove(key));
-        drop(inner);
-        drop(removed); // outside the lock: a waker's drop is user code
+        let removed = self.lock().cold().and_then(|cold| cold.waiters.remove(key));
+        drop(removed); // outside the lock (the guard is gone): a waker's drop is user code
     }
 
     /// Registers `f` to run when this core is done; if it already is, returns `f` back.
     pub(in crate::context) fn register_after(&self, f: AfterFn) -> Result<usize, AfterFn> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if self.is_done() {
             return Err(f);
         }
-        Ok(self
-            .cold_or_make(&mut inner)
-            .on_end
-            .insert(OnEnd::AfterFunc(f)))
+        Ok(locked.cold_or_make().on_end.insert(OnEnd::AfterFunc(f)))
     }
 
     /// Removes a registered after-func; true if it had not run yet (it never will now).
     pub(in crate::context) fn deregister_after(&self, key: usize) -> bool {
         let removed = {
-            let mut inner = lock(&self.inner);
+            let mut locked = self.lock();
             if self.is_done() {
                 None
             } else {
-                self.cold(&mut inner)
-                    .and_then(|cold| cold.on_end.remove(key))
+                locked.cold().and_then(|cold| cold.on_end.remove(key))
             }
         };
         // `f`'s captures (a `CancelHandle`, say) may lock this very core when they drop:
@@ -497,75 +580,17 @@ impl Core {
 
     /// Registers a merged node to end when this core does; `Err` if it already has.
     pub(super) fn watch(&self, merged: WeakNode) -> Result<usize, WeakNode> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if self.is_done() {
             return Err(merged);
         }
-        Ok(self
-            .cold_or_make(&mut inner)
-            .on_end
-            .insert(OnEnd::Merge(merged)))
+        Ok(locked.cold_or_make().on_end.insert(OnEnd::Merge(merged)))
     }
 
     /// Forgets a merged node's registration (it is being dropped).
     pub(super) fn unwatch(&self, key: usize) {
-        let mut inner = lock(&self.inner);
-        let removed = self
-            .cold(&mut inner)
-            .and_then(|cold| cold.on_end.remove(key));
-        drop(inner);
+        let removed = self.lock().cold().and_then(|cold| cold.on_end.remove(key));
         drop(removed); // a `Weak`: freeing it runs no user code, but no need to hold the lock
-    }
-
-    /// Marks this core done, wakes its waiters, dispatches its after-funcs, hands its merged
-    /// nodes to `merges` (ended by the caller once its locks are released) and disarms its
-    /// timer. Called under the core's own lock, once (the caller checked the state). Returns
-    /// the cause it replaced, for the caller to drop after its locks (user code).
-    pub(super) fn finish(
-        &self,
-        inner: &mut Inner,
-        err: Error,
-        origin: &Origin,
-        panic: &mut Option<Panic>,
-        merges: &mut Vec<WeakNode>,
-    ) -> Option<Cause> {
-        let (ended, replaced) = match origin {
-            Origin::Own(cause, at) => {
-                let replaced = match (self.cold(inner), cause) {
-                    (Some(cold), _) => std::mem::replace(&mut cold.cause, cause.clone()),
-                    (None, Some(cause)) => {
-                        self.cold_or_make(inner).cause = Some(cause.clone());
-                        None
-                    }
-                    (None, None) => None,
-                };
-                (Ended::Here(at), replaced)
-            }
-            Origin::Preset => (Ended::Here(self.created), None),
-            Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
-        };
-        self.ended.store(ended.encode(), Relaxed);
-        self.state.store(state_of(err), Release);
-        if let Some(cold) = self.cold(inner) {
-            // Wake by reference: the wakers stay registered until their `Done` is dropped or
-            // the node is, so no waker (whose drop is user code) is dropped under this lock.
-            // A panicking waker is caught so the walk goes on (see the module docs).
-            for waker in cold.waiters.values() {
-                catch(panic, || waker.wake_by_ref());
-            }
-            if cold.on_end.has_slots() {
-                for entry in cold.on_end.take_all() {
-                    match entry {
-                        OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
-                        OnEnd::Merge(merged) => merges.push(merged),
-                    }
-                }
-            }
-        }
-        if self.own_deadline {
-            timer::disarm(self);
-        }
-        replaced
     }
 }
 
@@ -573,7 +598,7 @@ impl Cold {
     fn new() -> Cold {
         Cold {
             spread: AtomicPtr::new(ptr::null_mut()),
-            locked: UnsafeCell::new(Locked::default()),
+            locked: UnsafeCell::new(ColdLocked::default()),
         }
     }
 
@@ -603,7 +628,7 @@ impl Drop for Core {
 
 impl Core {
     /// The cold part of a core no one else can reach (a node being freed).
-    pub(super) fn cold_mut(&mut self) -> Option<&mut Locked> {
+    pub(super) fn cold_mut(&mut self) -> Option<&mut ColdLocked> {
         let cold = self.cold.load(Relaxed);
         // SAFETY: `&mut self`: exclusive, and the cold part lives as long as we do.
         (!cold.is_null()).then(|| unsafe { (*cold).locked.get_mut() })

@@ -120,6 +120,7 @@ impl<T> Slab<T> {
     }
 
     /// How many entries are occupied.
+    #[cfg(test)]
     pub(in crate::context) fn len(&self) -> usize {
         self.len
     }

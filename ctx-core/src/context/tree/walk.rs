@@ -11,11 +11,10 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use super::children::{adopt, pop, release, unlink};
+use super::children::{adopt, adopt_spread, pop, release, unlink};
 use super::core::{Core, LIVE, Origin};
 use super::{NodeRef, Panic};
 use crate::context::error::{Cause, Error};
-use crate::sync::lock;
 
 /// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
 /// removes `core` from its owner's list. Returns once the whole subtree is done, whichever
@@ -46,40 +45,40 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
         wait_for_walk(core);
         return None;
     }
-    let mut inner = lock(&core.inner);
+    let mut locked = core.lock();
     if core.state.load(Relaxed) != LIVE {
-        drop(inner);
+        drop(locked);
         wait_for_walk(core);
         return None;
     }
     let walking = Walking::enter(core);
     let mut panic = None;
     let mut merges = Vec::new(); // allocates only if the subtree has merged contexts
-    let replaced = core.finish(&mut inner, err, &origin, &mut panic, &mut merges);
+    let replaced = locked.finish(err, &origin, &mut panic, &mut merges);
     let root = Origin::Walk(core);
-    adopt(core, None, core, &mut inner); // the spread's children, now that we are done
-    while let Some(child) = pop(&mut inner) {
+    adopt_spread(core, &mut locked); // the spread's children, now that we are done
+    while let Some(child) = pop(&mut locked) {
         // SAFETY: popped under our lock; the child keeps us as its owner until `release`, so
         // it cannot be freed before its `Drop` gets our lock (invariant 4).
         let child = unsafe { &*child };
-        let mut child_inner = lock(&child.inner); // ancestor before descendant
+        let mut child_locked = child.lock(); // ancestor before descendant
         if child.state.load(Relaxed) == LIVE {
             // `Walk` origins replace no cause.
-            let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
+            let _ = child_locked.finish(err, &root, &mut panic, &mut merges);
             // Adopt the grandchildren, once the child is done (so it takes no more).
-            adopt(child, Some(&mut child_inner), core, &mut inner);
+            adopt(&mut child_locked, &mut locked);
         }
         // Else ended by a walk rooted at `child` itself (it was in our list, so no other walk
         // could pop it), which held this lock until its subtree was done (invariant 6).
-        drop(child_inner);
+        drop(child_locked);
         release(child);
     }
     // Merged contexts take this walk's error and cause (invariant 9).
     let forwarded = (!merges.is_empty()).then(|| {
-        let cause = core.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        let cause = locked.cold().and_then(|cold| cold.cause.clone());
         (cause, core.ended_at())
     });
-    drop(inner);
+    drop(locked);
     drop(walking);
     unlink(core);
     drop(replaced); // a user error's drop: after the locks
@@ -133,13 +132,12 @@ fn wait_for_walk(core: &Core) {
         return; // a waker of this thread's own walk: the walk finishes when it returns
     }
     // SAFETY: the walk root is `core` or an ancestor, alive while `core` is (invariant 3).
-    drop(lock(&unsafe { &*root }.inner));
+    drop(unsafe { &*root }.lock());
 }
 
 #[cfg(test)]
 pub(in crate::context) fn merge_count(core: &Core) -> usize {
-    let mut inner = lock(&core.inner);
-    core.cold(&mut inner).map_or(0, |cold| {
+    core.lock().cold().map_or(0, |cold| {
         cold.on_end
             .values()
             .filter(|entry| matches!(entry, super::core::OnEnd::Merge(_)))
