@@ -89,8 +89,10 @@ impl Context {
     /// Drops this context's reference, the last one to its node (the caller checked), now,
     /// leaving the background context: a plain cancel node keeps its memory for reuse
     /// (`tree/recycle.rs`). Out of line: every `Context`'s drop tests for it, few take it.
-    /// A `CancelHandle` that found itself the sole reference calls it directly, so that
-    /// `Context`'s drop does not test again (7 instructions a scope).
+    ///
+    /// perf (bench instructions, CancelTree/depth=1/Root=OpenCanceler): a `CancelHandle`
+    /// that found itself the sole reference calls it directly, so that `Context`'s drop
+    /// does not test the count again.
     #[inline(never)]
     pub(in crate::context) fn release(&mut self) {
         if let Link::Node(node) = std::mem::take(&mut self.link) {

@@ -70,12 +70,10 @@ pub struct Done {
     waiter: std::mem::ManuallyDrop<Waiter<Context>>,
 }
 
-/// Inline, only the test of `ready`: a `Done` that was ready when made holds nothing to
-/// release, so its drop is one test and what wraps it (`now_or_never`) stays small
-/// (`CheckCanceled/Done`: 75 -> 66 instructions). Whether the compiler then inlines the
-/// wrapper is its choice: in a small binary it does (5.9-6.4 ns); in the go-parity bench,
-/// since `Context` has a `Drop`, it does not, and the `Done` it copies waits for its own
-/// stores (7.3-8.5 ns).
+/// perf (bench instructions, CheckCanceled/Done): inline, only the test of `ready`: a
+/// `Done` that was ready when made holds nothing to release, so its drop is one test and
+/// what wraps it (`now_or_never`) stays small. Whether the compiler then inlines the wrapper
+/// is its choice.
 impl Drop for Done {
     #[inline]
     fn drop(&mut self) {
@@ -85,11 +83,12 @@ impl Drop for Done {
     }
 }
 
-/// An `Option<Error>` in a whole word: the core's state for it (`tree::state_of`). A `Done`
-/// is often built by one function and moved whole by another (`now_or_never`, `select!`, a
-/// combinator not inlined): a one-byte flag is stored as a byte, then read back inside an
-/// 8-byte load, which must wait for the store to reach the cache (measured back to back: a
-/// done context's `done().now_or_never()` took 8.3-10.5 ns with the byte, 5.1-5.4 without).
+/// An `Option<Error>` in a whole word: the core's state for it (`tree::state_of`).
+///
+/// perf (bench instructions, CheckCanceled/Done): a `Done` is often built by one function
+/// and moved whole by another (`now_or_never`, `select!`, a combinator not inlined): a
+/// one-byte flag is stored as a byte, then read back inside an 8-byte load, which must wait
+/// for the store to reach the cache; a whole word is not.
 #[derive(Clone, Copy)]
 struct Ready(usize);
 
@@ -120,11 +119,10 @@ impl Future for Done {
 }
 
 impl Done {
-    /// Out of line, so that an inlined `poll` is a load and a branch: small enough that
-    /// what wraps it (`now_or_never`, a `select!`) is inlined in turn and builds the `Done`
-    /// in place, rather than moving it through memory (measured back to back: a done
-    /// context's `done().now_or_never()` took 9.4-10.3 ns with the waiter's poll inlined,
-    /// 5.1-5.6 without).
+    /// perf (bench instructions, CheckCanceled/Done): out of line, so that an inlined `poll`
+    /// is a load and a branch, small enough that what wraps it (`now_or_never`, a `select!`)
+    /// is inlined in turn and builds the `Done` in place rather than moving it through
+    /// memory.
     #[inline(never)]
     fn poll_waiter(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
         self.waiter.poll(cx)

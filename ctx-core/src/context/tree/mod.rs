@@ -1,5 +1,5 @@
 //! The cancellation tree and the deadline driver: the whole algorithm, behind the thin
-//! handles of `context.rs`, `scope.rs`, `after.rs` and `wait.rs`.
+//! handles of `handle.rs`, `scope.rs`, `after.rs` and `wait.rs`.
 //!
 //! Every derived context is one [`Node`] in one heap allocation (an `Arc`; for a node with no
 //! value, often one this thread kept from a cancel node it freed, see `recycle.rs`), holding its
@@ -24,7 +24,8 @@
 //! # Invariants
 //!
 //! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
-//!    the core's own lock, after the cause (or `cause_from`) is stored. Readers need no lock:
+//!    the core's own lock, after how it ended (`Core::ended`: its cause's place, or the
+//!    root of the walk that ended it) is stored. Readers need no lock:
 //!    one load tells done or not, and once it reads done, an `Acquire` fence after it makes
 //!    the cause visible (`Core::read_state`; while live the load is `Relaxed`, so a loop
 //!    that checks for cancellation does not reload the context's other fields).
@@ -38,7 +39,8 @@
 //! 3. **Owners are ancestors.** A child's owner is always one of its ancestors (or a shard
 //!    of one, which lives as long as it), so the
 //!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
-//!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors,
+//!    it is always safe. Likewise a walk root named in `Core::ended` and a value node's
+//!    `core` point at ancestors,
 //!    and a merged node holds its second parent (`Merged::other`), so the core it is
 //!    registered with outlives the registration.
 //! 4. **Unlink before free.** A node disarms its timer and unlinks itself from its owner in
@@ -53,7 +55,7 @@
 //!    its attach (invariant 7). It has no children; a walk skips it, its drop unlinks it.
 //! 6. **A walk holds its root.** A cancel walk holds the lock of the core it started at (its
 //!    root) from marking it done until every descendant is done, and every core it ends
-//!    records that root in `cause_from`. A cancel that finds a core already done waits on
+//!    records that root in `Core::ended`. A cancel that finds a core already done waits on
 //!    that root's lock before returning, so *every* cancel returns only once the whole
 //!    subtree is done, not only the one that won.
 //! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock; it is
@@ -135,16 +137,19 @@ pub(in crate::context) type WeakNode = std::sync::Weak<Node<dyn Any + Send + Syn
 /// A panic payload caught inside the tree, to resume once its locks are released.
 pub(in crate::context) type Panic = Box<dyn Any + Send + 'static>;
 
-/// What a `Context` is: a root, or a derived node. (16 bytes: the root's tag lives beside
-/// the node pointer's null niche.)
+/// What a `Context` is: a root, or a derived node (16 bytes: the node pointer, or the
+/// root's tag beside it).
 #[derive(Clone)]
 pub(in crate::context) enum Link {
     Root(Root),
     Node(NodeRef),
 }
 
-/// The two roots. A whole word (beside the node pointer's null niche): stored as a byte, it
-/// was read back inside the 8-byte loads that copy a `Link`, which wait for the store.
+/// The two roots.
+///
+/// perf (bench instructions, CheckCanceled/Err): a whole word, so a `Link` is copied as
+/// whole words that were stored as whole words (a one-byte tag is stored as a byte and read
+/// back inside an 8-byte load, which waits for the store to reach the cache).
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub(in crate::context) enum Root {
@@ -280,19 +285,21 @@ impl Link {
         created: &'static Location<'static>,
     ) -> Arc<Node<V>> {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
-        // Allocate first, then build the node in place: `Arc::new` builds it on the stack and
-        // copies it over, `new_cyclic` ends with a locked increment that waits for every
-        // store before it, and `Arc::get_mut` locks the weak count to prove what we know,
-        // that a new `Arc` is unique (each measured at a third of a derivation, or more).
+        // perf (bench instructions, CancelTree/depth=10/Root=OpenCanceler): allocate first,
+        // then write each field in place: `Arc::new` builds the node on the stack and copies
+        // it over, `new_cyclic` ends with a locked increment that waits for every store
+        // before it, and `Arc::get_mut` locks the weak count to prove what we know, that a
+        // new `Arc` is unique.
         // A kept block of this thread's, if `V` is `()` (`recycle.rs`), else a new one.
+        // Every field is written, one by one (a whole `Node` written at once is built on
+        // the stack first and copied).
         let uninit = recycle::take::<V>().unwrap_or_else(Arc::<Node<V>>::new_uninit);
         let slot = Arc::as_ptr(&uninit).cast_mut().cast::<Node<V>>();
-        // SAFETY: `uninit` was just made, or was kept empty and unique (`recycle.rs`,
-        // invariants 1 and 2), so there is no other `Arc` or `Weak` and no reference to its
+        // SAFETY: `uninit` was just made, or was kept empty and unique (recycling invariants
+        // 1 and 2, `recycle.rs`), so there is no other `Arc` or `Weak` and no reference to its
         // value: the memory `slot` points at is ours alone (what `Arc::get_mut` would
         // check), and `Arc::as_ptr` derives it from the allocation, not from a shared
-        // reference, so it may be written. Every field is written, one by one (a
-        // whole `Node` written at once is built on the stack first and copied).
+        // reference, so it may be written.
         let node = unsafe {
             (&raw mut (*slot).parent).write(self.clone());
             (&raw mut (*slot).keys).write(keys);
@@ -310,11 +317,11 @@ impl Link {
     /// A cancellable child with no deadline of its own (`with_cancel`): the hot derivation,
     /// one body, with no `Option` argument to pass through memory.
     ///
-    /// Every derivation returns its node, not a [`Link`]: a fat pointer comes back in two
-    /// registers, where a `Link` (an enum with a second payload) comes back through memory,
-    /// and a caller that moves it on (into a `Vec`, a struct) reads it back in one load that
-    /// waits for both stores (measured at a tenth of a ten-deep chain). The public
-    /// functions wrap the node inline, in the caller's frame.
+    /// perf (bench instructions, CancelTree/depth=10/Root=OpenCanceler): every derivation
+    /// returns its node, not a [`Link`]: a fat pointer comes back in two registers, where a
+    /// `Link` (an enum with a second payload) comes back through memory, and a caller that
+    /// moves it on (into a `Vec`, a struct) reads it back in one load that waits for both
+    /// stores. The public functions wrap the node inline, in the caller's frame.
     pub(in crate::context) fn derive_child(&self, created: &'static Location<'static>) -> NodeRef {
         let parent = self.core();
         let deadline = parent.map_or(Deadline::NONE, |parent| parent.deadline);

@@ -125,7 +125,7 @@ impl Drop for Walking {
 /// Waits until the walk that ended `core` (done) is over: that walk holds its root's lock
 /// until the whole subtree is done (invariant 6).
 fn wait_for_walk(core: &Core) {
-    // Order the read of `cause_from` after the state store that published it (invariant 1).
+    // Order the read of `ended` after the state store that published it (invariant 1).
     let _ = core.state.load(Acquire);
     let root = core.walk_root();
     if Walking::is_mine(root) {
