@@ -58,4 +58,4 @@ pub(crate) fn spread_children(ctx: &Context) {
 }
 
 #[cfg(test)]
-mod tests;
+mod unit_tests;

@@ -458,6 +458,9 @@ mod tests {
 
     #[test]
     fn scopes_dropped_while_their_deadlines_fire_are_freed_either_way() {
+        let _timers = crate::context::unit_tests::TIMER_COUNT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         on_a_new_thread(|| {
             let bg = Context::background();
             for i in 0..20_000u64 {

@@ -592,6 +592,9 @@ mod tests {
     /// floor per shard (other tests' deadlines may be armed meanwhile), not the burst's size.
     #[test]
     fn the_tables_shrink_after_a_burst() {
+        let _serial = crate::context::unit_tests::TIMER_COUNT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let root = crate::Context::background();
         let hour = std::time::Duration::from_secs(3600);
         let scopes: Vec<_> = (0..50_000).map(|_| root.with_timeout(hour)).collect();
