@@ -13,7 +13,6 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::error::Error;
-use super::tree::{error_of, state_of};
 use crate::Context;
 
 /// A waker registration on a context's core (none until the first pending poll).
@@ -64,7 +63,7 @@ impl AsRef<Context> for Context {
 pub struct Done {
     /// The error, if the context was already done when `done()` was called: then the
     /// `Done` holds no reference to it.
-    ready: Ready,
+    ready: Option<Error>,
     /// While `ready` holds an error, the background context and no registration: nothing
     /// to drop (see `Drop`).
     waiter: std::mem::ManuallyDrop<Waiter<Context>>,
@@ -77,32 +76,9 @@ pub struct Done {
 impl Drop for Done {
     #[inline]
     fn drop(&mut self) {
-        if self.ready.get().is_none() {
+        if self.ready.is_none() {
             self.drop_waiter();
         }
-    }
-}
-
-/// An `Option<Error>` in a whole word: the core's state for it (`tree::state_of`).
-///
-/// perf (bench instructions, CheckCanceled/Done): a `Done` is often built by one function
-/// and moved whole by another (`now_or_never`, `select!`, a combinator not inlined): a
-/// one-byte flag is stored as a byte, then read back inside an 8-byte load, which must wait
-/// for the store to reach the cache; a whole word is not.
-#[derive(Clone, Copy)]
-struct Ready(usize);
-
-impl Ready {
-    const NOT_YET: Ready = Ready(0); // a live core's state
-
-    #[inline]
-    fn of(err: Error) -> Ready {
-        Ready(state_of(err).into())
-    }
-
-    #[inline]
-    fn get(self) -> Option<Error> {
-        error_of(self.0 as u8) // only ever a state: `of` or `NOT_YET`
     }
 }
 
@@ -111,7 +87,7 @@ impl Future for Done {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        match self.ready.get() {
+        match self.ready {
             Some(err) => Poll::Ready(err),
             None => self.poll_waiter(cx),
         }
@@ -221,19 +197,20 @@ impl Context {
     /// std::thread::spawn(move || cancel.cancel());
     /// assert_eq!(futures::executor::block_on(ctx.done()), Error::Cancelled);
     /// ```
-    #[inline] // built in the caller's frame: a `Done` returned through memory and moved
-    // whole reads `ready` back as part of a wider load, which waits for its one-byte store
+    // perf (bench instructions, CheckCanceled/Done): inline, so the `Done` is built in the
+    // caller's frame rather than returned through memory.
+    #[inline]
     pub fn done(&self) -> Done {
         match self.err() {
             Some(err) => Done {
-                ready: Ready::of(err),
+                ready: Some(err),
                 waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: Context::background(),
                     key: None,
                 }),
             },
             None => Done {
-                ready: Ready::NOT_YET,
+                ready: None,
                 waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: self.clone(),
                     key: None,
@@ -379,20 +356,5 @@ impl Wake for ThreadWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.unpark();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Error, Ready};
-
-    /// `Ready` borrows the core's state encoding: not yet is the live state, and each error
-    /// reads back as itself.
-    #[test]
-    fn ready_reads_back_what_it_was_given() {
-        assert_eq!(Ready::NOT_YET.get(), None);
-        for err in [Error::Cancelled, Error::DeadlineExceeded] {
-            assert_eq!(Ready::of(err).get(), Some(err));
-        }
     }
 }

@@ -639,9 +639,9 @@ impl Core {
     }
 }
 
-/// The state an error ends a core in (also `Done`'s encoding of a ready error).
+/// The state an error ends a core in.
 #[inline]
-pub(in crate::context) fn state_of(err: Error) -> u8 {
+fn state_of(err: Error) -> u8 {
     match err {
         Error::Cancelled => CANCELLED,
         Error::DeadlineExceeded => DEADLINE,
@@ -650,7 +650,7 @@ pub(in crate::context) fn state_of(err: Error) -> u8 {
 
 /// The error a state means: `None` while live.
 #[inline]
-pub(in crate::context) fn error_of(state: u8) -> Option<Error> {
+fn error_of(state: u8) -> Option<Error> {
     match state {
         LIVE => None,
         CANCELLED => Some(Error::Cancelled),

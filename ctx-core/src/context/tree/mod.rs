@@ -122,7 +122,7 @@ pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
 use self::core::Deadline;
-pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline, error_of, state_of};
+pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline};
 #[cfg(test)]
 pub(in crate::context) use self::{
     children::{child_count, is_spread},
@@ -146,12 +146,7 @@ pub(in crate::context) enum Link {
 }
 
 /// The two roots.
-///
-/// perf (bench instructions, CheckCanceled/Err): a whole word, so a `Link` is copied as
-/// whole words that were stored as whole words (a one-byte tag is stored as a byte and read
-/// back inside an 8-byte load, which waits for the store to reach the cache).
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
 pub(in crate::context) enum Root {
     Background,
     Todo,

@@ -47,7 +47,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Kind, Node, NodeRef, timer};
-use crate::sync::AtomicUsize;
 
 /// An empty node allocation (recycling invariant 2).
 type Blank = MaybeUninit<Node<()>>;
@@ -79,17 +78,14 @@ const _: () = assert!(
 );
 
 /// The blocks no thread has a quota for.
-#[cfg(not(ctx_loom))]
-fn budget() -> &'static AtomicUsize {
-    static BUDGET: AtomicUsize = AtomicUsize::new(BUDGET_BLOCKS);
-    &BUDGET
-}
-
-#[cfg(ctx_loom)]
-fn budget() -> &'static AtomicUsize {
-    loom::lazy_static! {
-        static ref BUDGET: AtomicUsize = AtomicUsize::new(BUDGET_BLOCKS);
-    }
+///
+/// std's atomic in the loom build too: it publishes no memory (a count, `Relaxed`), and a
+/// thread gives its quota back when its thread-locals are dropped, which loom does for a
+/// model's main thread after it has torn down the model's statics. Loom's threads run one at
+/// a time, so the count is exact there and is whole again when each model ends.
+fn budget() -> &'static std::sync::atomic::AtomicUsize {
+    static BUDGET: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(BUDGET_BLOCKS);
     &BUDGET
 }
 
