@@ -36,8 +36,7 @@ use crate::sync::lock;
 
 type ErasedNode = Node<dyn std::any::Any + Send + Sync>;
 
-/// Shards of the registry.
-const SHARDS: usize = 16;
+use super::tree::shard::SHARDS;
 
 /// Each shard is an intrusive list of live nodes threaded through their `Registration`s, so
 /// registering allocates nothing. Links are read and written only under the shard's lock,
@@ -87,11 +86,7 @@ impl Registration {
 
 /// Registers a new node (called once, right after it is allocated, before it is shared).
 pub(in crate::context) fn register(node: &Node<dyn std::any::Any + Send + Sync>) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
-    }
-    let shard = SHARD.try_with(|shard| *shard).unwrap_or(0);
+    let shard = super::tree::shard::mine();
     let this = NonNull::from(node);
     let mut list = lock(&REGISTRY[shard]);
     // SAFETY: under the shard's lock (see `REGISTRY`); `head` is in this shard's list.

@@ -25,15 +25,13 @@
 //! A core's own lock before its shards' locks; a shard's lock is never held while another
 //! lock is taken.
 
-use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::core::{Core, Locked};
 use crate::sync::{Mutex, lock};
 
-/// Shards in a spread: threads are dealt to them in turn.
-pub(super) const SHARDS: usize = if cfg!(ctx_loom) { 2 } else { 8 };
+use super::shard::SHARDS;
 
 /// The head of an intrusive list of children.
 pub(super) struct List(*const Core);
@@ -140,25 +138,7 @@ impl Spread {
 
     /// This thread's shard.
     pub(super) fn mine(&self) -> &Shard {
-        crate::sync::thread_local! {
-            #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! has no const form")]
-            static MINE: Cell<usize> = Cell::new(usize::MAX);
-        }
-        // Deals threads out in turn; orders nothing. (loom's, reset for each execution, so
-        // a model is deterministic.)
-        #[cfg(not(ctx_loom))]
-        static DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
-        #[cfg(ctx_loom)]
-        loom::lazy_static! {
-            static ref DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
-        }
-        let index = MINE.with(|mine| {
-            if mine.get() == usize::MAX {
-                mine.set(DEALT.fetch_add(1, Relaxed) % SHARDS);
-            }
-            mine.get()
-        });
-        &self.shards[index]
+        &self.shards[super::shard::mine()]
     }
 }
 

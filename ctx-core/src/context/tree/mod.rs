@@ -20,6 +20,7 @@
 //! | `timer.rs` | the deadline driver |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//! | `shard.rs` | which shard a thread uses, for every per-thread-group structure |
 //!
 //! # Invariants
 //!
@@ -106,6 +107,7 @@ mod children;
 mod core;
 mod drop;
 pub(in crate::context) mod recycle;
+pub(in crate::context) mod shard;
 mod slab;
 pub(in crate::context) mod timer;
 mod walk;

@@ -40,8 +40,7 @@ use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 /// `Core::timer_slot` when the core has no pending timer.
 pub(in crate::context) const NO_SLOT: u32 = u32::MAX;
 
-/// Shards: a power of two, so the slot encoding is a shift.
-const SHARDS: usize = 8;
+use super::shard::SHARDS;
 
 struct Driver {
     shards: [Shard; SHARDS],
@@ -139,25 +138,6 @@ fn driver() -> &'static Driver {
     &DRIVER
 }
 
-/// This thread's shard.
-fn my_shard() -> usize {
-    if cfg!(ctx_loom) {
-        return 0; // loom's threads share OS threads; one shard keeps the model deterministic
-    }
-    use std::cell::Cell;
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD
-        .try_with(|shard| {
-            if shard.get() == usize::MAX {
-                shard.set(NEXT.fetch_add(1, Relaxed) % SHARDS);
-            }
-            shard.get()
-        })
-        .unwrap_or(0)
-}
 
 /// `Core::timer_slot` for `slot` of `shard`.
 fn encode(slot: usize, shard: usize) -> u32 {
@@ -179,7 +159,7 @@ fn is_due(at: i64, now: i64) -> bool {
 /// so that no walk can reach it (invariant 7).
 pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
     let driver = driver();
-    let shard = my_shard();
+    let shard = super::shard::mine();
     let at = core.deadline.nanos();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
