@@ -29,6 +29,7 @@ use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::core::{Core, Locked};
+use super::tagged::{self, Either};
 use crate::sync::{Mutex, lock};
 
 use super::shard::SHARDS;
@@ -142,8 +143,7 @@ impl Spread {
     }
 }
 
-/// The list a child is linked in, encoded in `Core::owner` (a shard's address is tagged in
-/// its lowest bit; both are aligned).
+/// The list a child is linked in, encoded in `Core::owner` (a tagged word, `tagged.rs`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owner {
     /// The core's own list, in its `Inner`, under its own lock.
@@ -154,20 +154,17 @@ enum Owner {
 
 impl Owner {
     fn encode(self) -> *mut () {
-        match self {
-            Owner::Core(core) => core.cast_mut().cast(),
-            Owner::Shard(shard) => shard.cast_mut().cast::<()>().map_addr(|addr| addr | 1),
-        }
+        tagged::encode::<Core, Shard>(match self {
+            Owner::Core(core) => Either::Left(core),
+            Owner::Shard(shard) => Either::Right(shard),
+        })
     }
 
     fn decode(encoded: *mut ()) -> Option<Owner> {
-        if encoded.is_null() {
-            None
-        } else if encoded.addr() & 1 == 1 {
-            Some(Owner::Shard(encoded.map_addr(|addr| addr & !1).cast()))
-        } else {
-            Some(Owner::Core(encoded.cast()))
-        }
+        tagged::decode::<Core, Shard>(encoded).map(|either| match either {
+            Either::Left(core) => Owner::Core(core),
+            Either::Right(shard) => Owner::Shard(shard),
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use std::cell::UnsafeCell;
 
 use super::children::{List, Spread, free_spread};
 use super::slab::Slab;
+use super::tagged::{self, Either};
 use super::{Panic, WeakNode, catch, discard, timer, walk};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, MutexGuard, fence, lock};
@@ -192,7 +193,7 @@ pub(super) enum OnEnd {
 /// How a done core ended, encoded in `Core::ended`: the root of the walk that ended it (an
 /// ancestor, invariant 3, whose lock that walk holds until it is over, invariant 6, and
 /// which holds the cause: one copy per cancel), or, for the root itself, where it was ended
-/// (a `Location`'s address, tagged in its lowest bit: both are aligned).
+/// (a `Location`'s address: a tagged word, `tagged.rs`).
 enum Ended {
     ByWalkOf(*const Core),
     Here(&'static Location<'static>),
@@ -200,26 +201,18 @@ enum Ended {
 
 impl Ended {
     fn encode(self) -> *mut () {
-        match self {
-            Ended::ByWalkOf(root) => root.cast_mut().cast(),
-            Ended::Here(at) => ptr::from_ref(at)
-                .cast_mut()
-                .cast::<()>()
-                .map_addr(|a| a | 1),
-        }
+        tagged::encode::<Core, Location<'static>>(match self {
+            Ended::ByWalkOf(root) => Either::Left(root),
+            Ended::Here(at) => Either::Right(at),
+        })
     }
 
     fn decode(encoded: *mut ()) -> Option<Ended> {
-        if encoded.is_null() {
-            None
-        } else if encoded.addr() & 1 == 1 {
-            // SAFETY: tagged only by `encode`, from a `&'static Location`.
-            Some(Ended::Here(unsafe {
-                &*encoded.map_addr(|a| a & !1).cast()
-            }))
-        } else {
-            Some(Ended::ByWalkOf(encoded.cast()))
-        }
+        tagged::decode::<Core, Location<'static>>(encoded).map(|either| match either {
+            Either::Left(root) => Ended::ByWalkOf(root),
+            // SAFETY: encoded only from a `&'static Location` (`encode`).
+            Either::Right(at) => Ended::Here(unsafe { &*at }),
+        })
     }
 }
 

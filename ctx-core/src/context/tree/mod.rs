@@ -21,6 +21,7 @@
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
 //! | `shard.rs` | which shard a thread uses, for every per-thread-group structure |
+//! | `tagged.rs` | one word pointing at one of two types (a tag in the lowest bit) |
 //!
 //! # Invariants
 //!
@@ -109,6 +110,7 @@ mod drop;
 pub(in crate::context) mod recycle;
 pub(in crate::context) mod shard;
 mod slab;
+mod tagged;
 pub(in crate::context) mod timer;
 mod walk;
 
