@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::tree::{Kind, Link, Node, NodeRef, Root};
+use super::tree::{Link, Node, NodeRef, root_name};
 use crate::sync::lock;
 
 type ErasedNode = Node<dyn std::any::Any + Send + Sync>;
@@ -215,18 +215,10 @@ fn entry_of(node: &ErasedNode, taken: Instant) -> Entry {
 
 fn kind_of(node: &ErasedNode) -> String {
     let root = match &node.parent {
-        Link::Root(Root::Todo) => "context.TODO.",
-        Link::Root(Root::Background) => "context.Background.",
-        Link::Node(_) => "",
+        Link::Root(root) => format!("{}.", root_name(*root)),
+        Link::Node(_) => String::new(),
     };
-    let kind = match &node.kind {
-        Kind::Cancel(core) if core.merged => "Merge".to_string(),
-        Kind::Cancel(core) if core.own_deadline().is_some() => "WithDeadline".to_string(),
-        Kind::Cancel(_) => "WithCancel".to_string(),
-        Kind::Value { name, .. } => format!("WithValue({name})"),
-        Kind::WithoutCancel => "WithoutCancel".to_string(),
-    };
-    format!("{root}{kind}")
+    format!("{root}{}", node.step().name())
 }
 
 impl Snapshot {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::{Cause, Error};
 use crate::context::key::{ContextKey, summary_bit};
 use crate::context::scope::CancelScope;
-use crate::context::tree::{Core, Kind, Link, NodeRef, OwnDeadline, Root};
+use crate::context::tree::{Core, Link, NodeRef, OwnDeadline, Root};
 
 /// A context: a deadline, a cancellation signal and request-scoped values, carried across
 /// API boundaries and between threads and tasks. Go's `context.Context`.
@@ -317,7 +317,9 @@ impl Context {
         if self.link.keys() & summary_bit::<K>() == 0 {
             return None;
         }
-        find_value(&self.link, std::any::TypeId::of::<K>())
+        self.link
+            .value(std::any::TypeId::of::<K>())
+            .and_then(|value| value.downcast_ref::<K>())
     }
 
     /// A context that ends when either `self` or `other` ends, with the error and cause of
@@ -419,30 +421,6 @@ impl Context {
     }
 }
 
-/// The innermost value of key type `wanted` from `link` up: a merged node's parent chain
-/// first, then its other context's.
-fn find_value<K: ContextKey>(mut link: &Link, wanted: std::any::TypeId) -> Option<&K> {
-    while let Link::Node(node) = link {
-        match &node.kind {
-            Kind::Value { key, .. } if *key == wanted => {
-                return (&node.value as &dyn std::any::Any).downcast_ref::<K>();
-            }
-            Kind::Cancel(core) if core.merged => {
-                if let Some(merged) = node.merged() {
-                    if let Some(found) = find_value(&node.parent, wanted) {
-                        return Some(found);
-                    }
-                    link = &merged.other;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        link = &node.parent;
-    }
-    None
-}
-
 /// The last reference to a context's node, dropped, leaves its memory to this thread's
 /// next derivation (`tree/recycle.rs`); any other is a plain decrement.
 impl Drop for Context {
@@ -457,54 +435,7 @@ impl Drop for Context {
 /// Prints the derivation chain as Go does, e.g. `context.Background.WithCancel.WithValue(User)`.
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chain = Vec::new();
-        let mut link = &self.link;
-        while let Link::Node(node) = link {
-            chain.push(node);
-            link = &node.parent;
-        }
-        f.write_str(match link {
-            Link::Root(Root::Todo) => "context.TODO",
-            _ => "context.Background",
-        })?;
-        for node in chain.iter().rev() {
-            match &node.kind {
-                Kind::Cancel(core) if core.merged => match node.merged() {
-                    Some(merged) => write!(
-                        f,
-                        ".Merge({})",
-                        Context {
-                            link: merged.other.clone()
-                        }
-                    )?,
-                    None => f.write_str(".Merge")?,
-                },
-                Kind::Cancel(core) => match core.own_deadline() {
-                    Some(at) => {
-                        let remaining =
-                            crate::context::go_format::go_duration(signed_nanos_until(at));
-                        write!(
-                            f,
-                            ".WithDeadline({} [{remaining}])",
-                            crate::context::go_format::go_time(at)
-                        )?
-                    }
-                    None => f.write_str(".WithCancel")?,
-                },
-                Kind::Value { name, .. } => write!(f, ".WithValue({name})")?,
-                Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-fn signed_nanos_until(at: Instant) -> i128 {
-    let now = Instant::now();
-    if at >= now {
-        (at - now).as_nanos() as i128
-    } else {
-        -((now - at).as_nanos() as i128)
+        self.link.fmt_chain(f)
     }
 }
 

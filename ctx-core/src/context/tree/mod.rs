@@ -12,6 +12,7 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | nodes, links, derivation |
+//! | `chain.rs` | what a chain says about itself: its values, how it prints |
 //! | `core.rs` | a node's [`Core`]: state, cause, waiters, after-funcs |
 //! | `children.rs` | the lists of children: a core's own, and its spread once contended |
 //! | `walk.rs` | the cancel walk |
@@ -104,6 +105,7 @@
 //! whoever prints it.
 
 mod after_pool;
+mod chain;
 mod children;
 mod core;
 mod drop;
@@ -123,6 +125,8 @@ use std::time::Instant;
 use crate::context::error::{Cause, Error};
 
 pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
+#[cfg(feature = "debug-tree")]
+pub(in crate::context) use self::chain::root_name;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
 use self::core::Deadline;
