@@ -22,7 +22,7 @@ impl Node<dyn Any + Send + Sync> {
     /// How this node was derived.
     pub(in crate::context) fn step(&self) -> Step<'_> {
         match &self.kind {
-            Kind::Cancel(core) if core.merged => Step::Merge(self.merged().map(|m| &m.other)),
+            Kind::Cancel(core) if core.is_merged() => Step::Merge(self.merged().map(|m| &m.other)),
             Kind::Cancel(core) => match core.own_deadline() {
                 Some(at) => Step::WithDeadline(at),
                 None => Step::WithCancel,
@@ -64,7 +64,7 @@ impl Link {
         while let Link::Node(node) = link {
             match &node.kind {
                 Kind::Value { key, .. } if *key == wanted => return Some(&node.value),
-                Kind::Cancel(core) if core.merged => {
+                Kind::Cancel(core) if core.is_merged() => {
                     if let Some(merged) = node.merged() {
                         if let Some(found) = node.parent.value(wanted) {
                             return Some(found);

@@ -16,7 +16,7 @@ use super::{Panic, WeakNode, catch, discard, timer, walk};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, MutexGuard, fence, lock};
 
-pub(super) const LIVE: u8 = 0;
+const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
 const DEADLINE: u8 = 2;
 
@@ -31,19 +31,19 @@ pub(in crate::context) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
 /// a whole node with its reference counts is at most 120, a size glibc's allocator serves
 /// from its fast bins.
 pub(in crate::context) struct Core {
-    pub(super) state: AtomicU8,
+    state: AtomicU8,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
-    pub(super) own_deadline: bool,
+    own_deadline: bool,
     /// Whether this is a merged node (`Context::merge`), whose value is a `Merged`.
-    pub(in crate::context) merged: bool,
+    merged: bool,
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
-    pub(super) timer_slot: AtomicU32,
+    timer_slot: AtomicU32,
     /// The effective deadline: this node's own, or the nearest ancestor's.
-    pub(super) deadline: Deadline,
+    deadline: Deadline,
     /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
-    pub(super) created: &'static Location<'static>,
-    /// The list this core is linked in, if any, and its links there (invariant 2;
-    /// `children.rs`).
+    created: &'static Location<'static>,
+    /// The list this core is linked in, if any, and its links there (invariant 2): the
+    /// children lists' own fields, read and written only by `children.rs`.
     pub(super) owner: AtomicPtr<()>,
     pub(super) prev: AtomicPtr<Core>,
     pub(super) next: AtomicPtr<Core>,
@@ -72,6 +72,12 @@ pub(super) struct Locked<'a> {
 }
 
 impl<'a> Locked<'a> {
+    /// Whether the core is live: under its lock, a plain read (invariant 1: it ends only
+    /// under this lock).
+    pub(super) fn is_live(&self) -> bool {
+        self.core.state.load(Relaxed) == LIVE
+    }
+
     /// The core whose lock this is.
     pub(super) fn core(&self) -> &'a Core {
         self.core
@@ -386,6 +392,48 @@ impl Core {
     #[inline]
     pub(in crate::context) fn deadline(&self) -> Option<Instant> {
         self.deadline.get()
+    }
+
+    /// Whether this is a merged node (`Context::merge`), whose value is a `Merged`.
+    #[inline]
+    pub(super) fn is_merged(&self) -> bool {
+        self.merged
+    }
+
+    /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
+    #[inline]
+    pub(super) fn has_own_deadline(&self) -> bool {
+        self.own_deadline
+    }
+
+    /// The effective deadline, encoded: this node's own, or the nearest ancestor's.
+    #[inline]
+    pub(super) fn effective_deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
+    #[inline]
+    pub(super) fn created(&self) -> &'static Location<'static> {
+        self.created
+    }
+
+    /// The core's slot in the timer driver, or `timer::NO_SLOT` (invariant 7: stable while
+    /// the caller holds the lock of the shard it names).
+    #[inline]
+    pub(super) fn timer_slot(&self) -> u32 {
+        self.timer_slot.load(Relaxed)
+    }
+
+    /// Records the core's slot in the timer driver.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the timer shard `slot` names (or, for `NO_SLOT`, of the
+    /// shard the old slot named): invariant 7.
+    #[inline]
+    pub(super) unsafe fn set_timer_slot(&self, slot: u32) {
+        self.timer_slot.store(slot, Relaxed);
     }
 
     /// Takes this core's lock.

@@ -222,7 +222,7 @@ impl Node<dyn Any + Send + Sync> {
     /// The second parent, for a merged node.
     pub(in crate::context) fn merged(&self) -> Option<&Merged> {
         match &self.kind {
-            Kind::Cancel(core) if core.merged => (&self.value as &dyn Any).downcast_ref::<Merged>(),
+            Kind::Cancel(core) if core.is_merged() => (&self.value as &dyn Any).downcast_ref::<Merged>(),
             _ => None,
         }
     }
@@ -327,7 +327,7 @@ impl Link {
     /// stores. The public functions wrap the node inline, in the caller's frame.
     pub(in crate::context) fn derive_child(&self, created: &'static Location<'static>) -> NodeRef {
         let parent = self.core();
-        let deadline = parent.map_or(Deadline::NONE, |parent| parent.deadline);
+        let deadline = parent.map_or(Deadline::NONE, Core::effective_deadline);
         let core = || Kind::Cancel(Core::new(deadline, false, None, created));
         let child: NodeRef = self.derive(self.keys(), core, (), created);
         if let (Some(parent), Some(core)) = (parent, child.core()) {
@@ -347,7 +347,7 @@ impl Link {
     ) -> NodeRef {
         let parent = self.core();
         let own = own.filter(|own| {
-            parent.is_none_or(|p| p.deadline.is_none() || p.deadline.nanos() >= own.at.nanos())
+            parent.is_none_or(|p| p.effective_deadline().is_none() || p.effective_deadline().nanos() >= own.at.nanos())
         });
         let Some(OwnDeadline { at, now }) = own else {
             // A plain cancel child (`cause` is only ever reported for a deadline of its own).
@@ -460,7 +460,7 @@ impl Link {
     /// Where this cancellable context was created (for a scope's drop).
     pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
         match self.node().map(|node| &node.kind) {
-            Some(Kind::Cancel(core)) => Some(core.created),
+            Some(Kind::Cancel(core)) => Some(core.created()),
             _ => None,
         }
     }

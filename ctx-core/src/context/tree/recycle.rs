@@ -203,10 +203,10 @@ pub(in crate::context) fn release(node: NodeRef) {
     let Kind::Cancel(core) = &node.kind else {
         return drop(node);
     };
-    if core.merged {
+    if core.is_merged() {
         return drop(node);
     }
-    if core.own_deadline {
+    if core.has_own_deadline() {
         timer::disarm(core); // the timer's weak reference goes (its drop would do the same)
     }
     // SAFETY: a cancel node that is not merged was made as an `Arc<Node<()>>` (recycling

@@ -29,7 +29,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use super::core::Deadline;
@@ -160,7 +160,7 @@ fn is_due(at: i64, now: i64) -> bool {
 pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
     let driver = driver();
     let shard = super::shard::mine();
-    let at = core.deadline.nanos();
+    let at = core.effective_deadline().nanos();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
         let slot = timers.slots.insert(Some(std::sync::Arc::downgrade(node)));
@@ -172,7 +172,8 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
         timers.heap.push(entry);
         let last = timers.heap.len() - 1;
         let pos = timers.sift_up(last, entry);
-        core.timer_slot.store(encoded, Relaxed);
+        // SAFETY: under the lock of the shard `encoded` names.
+        unsafe { core.set_timer_slot(encoded) };
         pos == 0
     };
     if first {
@@ -190,15 +191,16 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
 
 /// Removes `core`'s pending deadline, if it has one.
 pub(super) fn disarm(core: &Core) {
-    if core.timer_slot.load(Relaxed) == NO_SLOT {
+    if core.timer_slot() == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
-    let shard = core.timer_slot.load(Relaxed) as usize % SHARDS;
+    let shard = core.timer_slot() as usize % SHARDS;
     let mut timers = lock(&driver().shards[shard].0);
-    let encoded = core.timer_slot.load(Relaxed);
+    let encoded = core.timer_slot();
     if encoded != NO_SLOT {
         let released = timers.kill(encoded as usize / SHARDS);
-        core.timer_slot.store(NO_SLOT, Relaxed);
+        // SAFETY: under the lock of the shard the slot named.
+        unsafe { core.set_timer_slot(NO_SLOT) };
         drop(timers);
         drop(released); // a `Weak`: no user code, but no need to free it under the lock
     }
@@ -319,7 +321,8 @@ impl Driver {
                 timers.pop();
                 let node = timers.slots.remove(slot).flatten().expect("a live slot");
                 // SAFETY: we hold the shard's lock.
-                unsafe { core_of(&node) }.timer_slot.store(NO_SLOT, Relaxed);
+                // and the lock of the shard the slot named, for `set_timer_slot`.
+                unsafe { core_of(&node).set_timer_slot(NO_SLOT) };
                 if let Some(node) = node.upgrade() {
                     due.push(node);
                 }
@@ -382,7 +385,8 @@ impl Timers {
             // SAFETY: we hold the shard's lock (the caller's promise), and the slot keeps the
             // allocation.
             let core = unsafe { &*at_node }.core().expect("only cancel nodes are armed");
-            core.timer_slot.store(encode(slot, self.shard), Relaxed);
+            // SAFETY: as above; the new slot is in this shard.
+            unsafe { core.set_timer_slot(encode(slot, self.shard)) };
             heap.push(Entry {
                 at: entry.at,
                 slot: slot as u32,

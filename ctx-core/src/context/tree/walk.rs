@@ -9,10 +9,9 @@
 
 use std::panic::Location;
 use std::ptr;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::children::{adopt, adopt_spread, pop, release, unlink};
-use super::core::{Core, LIVE, Origin};
+use super::core::{Core, Origin};
 use super::{NodeRef, Panic};
 use crate::context::error::{Cause, Error};
 
@@ -46,7 +45,7 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
         return None;
     }
     let mut locked = core.lock();
-    if core.state.load(Relaxed) != LIVE {
+    if !locked.is_live() {
         drop(locked);
         wait_for_walk(core);
         return None;
@@ -62,7 +61,7 @@ fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
         // it cannot be freed before its `Drop` gets our lock (invariant 4).
         let child = unsafe { &*child };
         let mut child_locked = child.lock(); // ancestor before descendant
-        if child.state.load(Relaxed) == LIVE {
+        if child_locked.is_live() {
             // `Walk` origins replace no cause.
             let _ = child_locked.finish(err, &root, &mut panic, &mut merges);
             // Adopt the grandchildren, once the child is done (so it takes no more).
@@ -126,7 +125,7 @@ impl Drop for Walking {
 /// until the whole subtree is done (invariant 6).
 fn wait_for_walk(core: &Core) {
     // Order the read of `ended` after the state store that published it (invariant 1).
-    let _ = core.state.load(Acquire);
+    let _ = core.is_done();
     let root = core.walk_root();
     if Walking::is_mine(root) {
         return; // a waker of this thread's own walk: the walk finishes when it returns
