@@ -29,98 +29,16 @@ use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::core::{Core, Locked};
+use super::list::List;
 use super::tagged::{self, Either};
 use crate::sync::{Mutex, lock};
 
 use super::shard::SHARDS;
 
-/// The head of an intrusive list of children.
-pub(super) struct List(*const Core);
-
-// SAFETY: the list's cores are only dereferenced under the lock that guards the list
-// (invariants 2 and 4); the pointer itself is plain data.
-unsafe impl Send for List {}
-
-impl List {
-    pub(super) const EMPTY: List = List(ptr::null());
-
-    /// Pushes `child` at the head; the caller sets `child.owner`. (The caller holds the
-    /// list's lock: a list is reached only through its lock's guard.)
-    fn push(&mut self, child: &Core) {
-        debug_assert!(
-            child.prev.load(Relaxed).is_null() && child.next.load(Relaxed).is_null(),
-            "a child is pushed onto one list at a time (invariant 2)"
-        );
-        let head = self.0;
-        child.prev.store(ptr::null_mut(), Relaxed);
-        child.next.store(head as *mut Core, Relaxed);
-        if !head.is_null() {
-            // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
-            unsafe { &*head }.prev.store(child.as_ptr(), Relaxed);
-        }
-        self.0 = child;
-    }
-
-    /// Unlinks `child`; the caller keeps or clears `child.owner`.
-    ///
-    /// # Safety
-    ///
-    /// `child` is in this list (its `owner` names this list), so its neighbours are too and
-    /// are valid memory while the caller holds the list's lock (invariants 2 and 4).
-    unsafe fn remove(&mut self, child: &Core) {
-        let prev = child.prev.load(Relaxed);
-        let next = child.next.load(Relaxed);
-        debug_assert!(
-            if prev.is_null() {
-                ptr::eq(self.0, child)
-            } else {
-                // SAFETY: the caller's promise.
-                ptr::eq(unsafe { &*prev }.next.load(Relaxed), child)
-            },
-            "the child is in this list"
-        );
-        if prev.is_null() {
-            self.0 = next;
-        } else {
-            // SAFETY: `prev` is in the same list, whose lock the caller holds (invariant 4).
-            unsafe { &*prev }.next.store(next, Relaxed);
-        }
-        if !next.is_null() {
-            // SAFETY: as above.
-            unsafe { &*next }.prev.store(prev, Relaxed);
-        }
-        child.prev.store(ptr::null_mut(), Relaxed);
-        child.next.store(ptr::null_mut(), Relaxed);
-    }
-
-    /// Unlinks the head, leaving its `owner` as it is (see [`pop`]).
-    fn pop(&mut self) -> Option<*const Core> {
-        let head = self.0;
-        if head.is_null() {
-            return None;
-        }
-        // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
-        unsafe { self.remove(&*head) };
-        Some(head)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        let mut n = 0;
-        let mut cur = self.0;
-        while !cur.is_null() {
-            n += 1;
-            // SAFETY: the caller holds the list's lock (invariant 4).
-            cur = unsafe { &*cur }.next.load(Relaxed);
-        }
-        n
-    }
-}
-
 /// One list of a spread, alone on its cache lines.
 #[repr(align(128))]
 pub(super) struct Shard {
-    list: Mutex<List>,
+    list: Mutex<List<Core>>,
 }
 
 /// A core's shards (see the module docs).
@@ -247,7 +165,7 @@ fn unlink_linked(core: &Core) {
         let encoded = core.owner.load(Acquire);
         // Whichever list, its lock is taken, and `owner` re-read under it: an ancestor's walk
         // may have moved us meanwhile (it holds the old and the new list's locks to do so).
-        let removed = |list: &mut List| {
+        let removed = |list: &mut List<Core>| {
             let still = core.owner.load(Relaxed) == encoded;
             if still {
                 // SAFETY: `owner`, re-read under this list's lock, names this list.
@@ -304,7 +222,7 @@ pub(super) fn adopt_spread(from: &Core, to: &mut Locked) {
     }
 }
 
-fn move_all(list: &mut List, to: &mut Locked) {
+fn move_all(list: &mut List<Core>, to: &mut Locked) {
     while let Some(child) = list.pop() {
         // SAFETY: valid while we hold the old list's lock (invariant 4); once pushed onto
         // `to`'s list, while we hold `to`'s. `owner` goes straight from old to new, never

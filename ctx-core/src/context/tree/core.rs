@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use std::cell::UnsafeCell;
 
-use super::children::{List, Spread, free_spread};
+use super::children::{Spread, free_spread};
+use super::list::{Linked, Links, List};
 use super::slab::Slab;
 use super::tagged::{self, Either};
 use super::{Panic, WeakNode, catch, discard, timer, walk};
@@ -45,8 +46,7 @@ pub(in crate::context) struct Core {
     /// The list this core is linked in, if any, and its links there (invariant 2): the
     /// children lists' own fields, read and written only by `children.rs`.
     pub(super) owner: AtomicPtr<()>,
-    pub(super) prev: AtomicPtr<Core>,
-    pub(super) next: AtomicPtr<Core>,
+    links: Links<Core>,
     /// How this core ended (an [`Ended`]; null while live). Written once, before `state`
     /// (invariant 1), so whoever sees the state done reads it without a lock.
     ended: AtomicPtr<()>,
@@ -59,7 +59,14 @@ pub(in crate::context) struct Core {
 /// through [`Locked`], which binds it to its core.
 pub(super) struct Inner {
     /// The core's own list of children (its spread has more).
-    children: List,
+    children: List<Core>,
+}
+
+// SAFETY: a core's links are its own field, for the one children list it is in.
+unsafe impl Linked for Core {
+    fn links(&self) -> &Links<Core> {
+        &self.links
+    }
 }
 
 /// A core's lock, held: the guard of its [`Inner`], bound to the core it belongs to. The
@@ -84,7 +91,7 @@ impl<'a> Locked<'a> {
     }
 
     /// The core's own list of children (invariant 2).
-    pub(super) fn children(&mut self) -> &mut List {
+    pub(super) fn children(&mut self) -> &mut List<Core> {
         &mut self.inner.children
     }
 
@@ -378,8 +385,7 @@ impl Core {
             deadline,
             created,
             owner: AtomicPtr::new(ptr::null_mut()),
-            prev: AtomicPtr::new(ptr::null_mut()),
-            next: AtomicPtr::new(ptr::null_mut()),
+            links: Links::new(),
             ended: AtomicPtr::new(ptr::null_mut()),
             cold: AtomicPtr::new(cold),
             inner: Mutex::new(Inner {
@@ -547,10 +553,6 @@ impl Core {
             Some(Ended::Here(at)) => at,
             _ => self.created,
         }
-    }
-
-    pub(super) fn as_ptr(&self) -> *mut Core {
-        self as *const Core as *mut Core
     }
 
     /// Marks a new core done as its parent is. It is not yet shared and has no waiters,

@@ -21,6 +21,7 @@
 //! | `timer.rs` | the deadline driver |
 //! | `after_pool.rs` | the threads that run after-funcs |
 //! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//! | `list.rs` | the intrusive list of children lists and of the debug registry |
 //! | `shard.rs` | which shard a thread uses, for every per-thread-group structure |
 //! | `tagged.rs` | one word pointing at one of two types (a tag in the lowest bit) |
 //!
@@ -109,6 +110,7 @@ mod chain;
 mod children;
 mod core;
 mod drop;
+pub(in crate::context) mod list;
 pub(in crate::context) mod recycle;
 pub(in crate::context) mod shard;
 mod slab;
