@@ -13,7 +13,7 @@ use super::children::{Spread, free_spread};
 use super::list::{Linked, Links, List};
 use super::slab::Slab;
 use super::tagged::{self, Either};
-use super::{Panic, WeakNode, catch, discard, timer, walk};
+use super::{Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, MutexGuard, fence, lock};
 
@@ -498,31 +498,6 @@ impl Core {
             fence(Acquire);
         }
         state
-    }
-
-    /// [`err`](Core::err), after ending this core if its own deadline has passed and the
-    /// driver has not fired it yet: that deadline is due, so whoever sees it first ends it,
-    /// with what the driver would (`DeadlineExceeded`, the deadline's cause, and a waker's
-    /// panic discarded, not resumed). A waiter that polls after the deadline so never sees
-    /// the context live, however late the driver thread is scheduled. (Not under loom: there
-    /// every deadline is due at once, and the models check that the driver fires them.)
-    #[inline]
-    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
-        match self.err() {
-            None if self.own_deadline && !cfg!(ctx_loom) => self.expire_if_due(),
-            err => err,
-        }
-    }
-
-    /// perf (bench instructions, CheckCanceled/Done): the clock read and the walk, out of
-    /// line: inlined, they make every `Done` poll's code too large for its caller to build
-    /// the `Done` in place.
-    #[inline(never)]
-    fn expire_if_due(&self) -> Option<Error> {
-        if self.deadline.nanos() <= Deadline::now().nanos() {
-            discard(walk::expire_core(self));
-        }
-        self.err()
     }
 
     #[inline]

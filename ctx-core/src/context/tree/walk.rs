@@ -5,14 +5,15 @@
 //! and allocates nothing: it moves the root's spread onto its own list, then pops a child,
 //! marks it done, and moves the child's children (its own list and its spread) onto the
 //! root's list (adoption, as tokio-util's tree does), until the list is empty. A cancel that
-//! finds its core already done waits for the walk that ended it.
+//! finds its core already done waits for the walk that ended it. A core whose own deadline
+//! is due is ended here too, by whoever sees it first (`Core::err_or_expire`).
 
 use std::panic::Location;
 use std::ptr;
 
 use super::children::{adopt, adopt_spread, pop, release, unlink};
-use super::core::{Core, Origin};
-use super::{NodeRef, Panic};
+use super::core::{Core, Deadline, Origin};
+use super::{NodeRef, Panic, discard};
 use crate::context::error::{Cause, Error};
 
 /// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
@@ -37,6 +38,33 @@ pub(super) fn expire(node: &NodeRef) -> Option<Panic> {
 /// Fires `core`'s own deadline.
 pub(super) fn expire_core(core: &Core) -> Option<Panic> {
     walk(core, Error::DeadlineExceeded, Origin::Preset)
+}
+
+impl Core {
+    /// [`err`](Core::err), after ending this core if its own deadline has passed and the
+    /// driver has not fired it yet: that deadline is due, so whoever sees it first ends it,
+    /// with what the driver would (`DeadlineExceeded`, the deadline's cause, and a waker's
+    /// panic discarded, not resumed). A waiter that polls after the deadline so never sees
+    /// the context live, however late the driver thread is scheduled. (Not under loom: there
+    /// every deadline is due at once, and the models check that the driver fires them.)
+    #[inline]
+    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
+        match self.err() {
+            None if self.has_own_deadline() && !cfg!(ctx_loom) => self.expire_if_due(),
+            err => err,
+        }
+    }
+
+    /// perf (bench instructions, CheckCanceled/Done): the clock read and the walk, out of
+    /// line: inlined, they make every `Done` poll's code too large for its caller to build
+    /// the `Done` in place.
+    #[inline(never)]
+    fn expire_if_due(&self) -> Option<Error> {
+        if self.effective_deadline().nanos() <= Deadline::now().nanos() {
+            discard(expire_core(self));
+        }
+        self.err()
+    }
 }
 
 fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
