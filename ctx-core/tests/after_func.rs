@@ -58,7 +58,6 @@ fn a_stopped_after_func_never_runs_when_its_sole_scope_ends() {
     assert_eq!(rx.recv_timeout(PROMPTLY), Ok(()));
 }
 
-
 // -----------------------------------------------------------------------------------------
 // After-funcs under load (defect 7): they run on a pool, so a burst starts no thread each,
 // and a blocked one delays no other.

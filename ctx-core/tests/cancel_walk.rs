@@ -48,7 +48,6 @@ fn a_cancel_returns_only_once_its_subtree_is_done_even_if_an_ancestor_won() {
     }
 }
 
-
 /// A waker that, when woken, drops the `CancelScope` of the context it waits on, as an
 /// executor that polls inline would when the woken task finishes.
 struct DropsScope(std::sync::Mutex<Option<ctx_core::CancelScope>>);

@@ -181,7 +181,6 @@ impl ChainExt for Context {
     }
 }
 
-
 // -----------------------------------------------------------------------------------------
 // A panicking after-func spares the others on the pool.
 
@@ -206,7 +205,6 @@ fn a_panicking_after_func_spares_the_others() {
     });
     drop(afters);
 }
-
 
 // -----------------------------------------------------------------------------------------
 // User drops that panic: a replaced waker, a stopped after-func. They run outside every

@@ -129,7 +129,11 @@ pub fn snapshot() -> Snapshot {
         for registration in list.iter() {
             // SAFETY: in the list, under its lock: valid memory (see `REGISTRY`), and `node`
             // was set when it registered.
-            let node = unsafe { (*registration.node.get()).expect("set on registering").as_ref() };
+            let node = unsafe {
+                (*registration.node.get())
+                    .expect("set on registering")
+                    .as_ref()
+            };
             let parent = match &node.parent {
                 Link::Node(parent) => Some(NodeRef::as_ptr(parent) as *const () as usize),
                 _ => None,

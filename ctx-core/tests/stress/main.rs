@@ -241,7 +241,6 @@ impl ContextKey for Inner {
     const NAME: &'static str = "Inner";
 }
 
-
 mod panic;
 mod timer;
 mod tree;

@@ -1,7 +1,10 @@
 //! `panic_stress`: wakers, after-funcs and values whose `Drop` panic, mixed with normal
 //! ones, in a child process (see `main.rs`).
 
-#[allow(unused_imports, reason = "the test crate's shared imports, used in part")]
+#[allow(
+    unused_imports,
+    reason = "the test crate's shared imports, used in part"
+)]
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -58,7 +61,12 @@ fn panic_stress() {
     let seed = seed("panic_stress");
     let exe = std::env::current_exe().expect("the test binary's path");
     let out = std::process::Command::new(exe)
-        .args(["panic::panic_stress", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "panic::panic_stress",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .env("CTX_STRESS_SEED", seed.to_string())
         .stdin(std::process::Stdio::null())

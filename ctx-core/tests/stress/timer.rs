@@ -1,7 +1,10 @@
 //! `timer_stress`: timeouts re-armed the instant the last fired, and deadlines armed,
 //! waited for, cancelled and dropped around their firing time (see `main.rs`).
 
-#[allow(unused_imports, reason = "the test crate's shared imports, used in part")]
+#[allow(
+    unused_imports,
+    reason = "the test crate's shared imports, used in part"
+)]
 use super::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 //! `tree_stress`: a random tree grown, cancelled and dropped by worker threads while the
 //! main thread cancels its root (see `main.rs`).
 
-#[allow(unused_imports, reason = "the test crate's shared imports, used in part")]
+#[allow(
+    unused_imports,
+    reason = "the test crate's shared imports, used in part"
+)]
 use super::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -89,8 +89,7 @@ mod pool {
         /// worker should start now (and the pool is below `MAX_WORKERS`); marks it starting
         /// and counts it.
         fn needs_worker(&mut self) -> bool {
-            let grow =
-                !self.starting && self.queue.len() > self.idle && self.workers < MAX_WORKERS;
+            let grow = !self.starting && self.queue.len() > self.idle && self.workers < MAX_WORKERS;
             if grow {
                 self.starting = true;
                 self.workers += 1;

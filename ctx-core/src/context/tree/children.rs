@@ -206,7 +206,10 @@ pub(super) fn release(child: &Core) {
 /// onto `to`'s own list: both the old and the new list's locks are held for each move
 /// (invariant 2).
 pub(super) fn adopt(from: &mut Locked, to: &mut Locked) {
-    debug_assert!(from.core().is_done(), "a core's children are adopted once it is done");
+    debug_assert!(
+        from.core().is_done(),
+        "a core's children are adopted once it is done"
+    );
     move_all(from.children(), to);
     adopt_spread(from.core(), to);
 }
@@ -214,7 +217,10 @@ pub(super) fn adopt(from: &mut Locked, to: &mut Locked) {
 /// Moves the children in the spread of `from`, a done core, onto `to`'s own list (`from` may
 /// be `to`'s core itself: the walk root moves its spread onto its own list).
 pub(super) fn adopt_spread(from: &Core, to: &mut Locked) {
-    debug_assert!(from.is_done(), "a core's children are adopted once it is done");
+    debug_assert!(
+        from.is_done(),
+        "a core's children are adopted once it is done"
+    );
     if let Some(spread) = from.spread() {
         for shard in &spread.shards {
             move_all(&mut lock(&shard.list), to);

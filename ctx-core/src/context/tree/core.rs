@@ -137,7 +137,11 @@ impl<'a> Locked<'a> {
             Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
         };
         let core = self.core;
-        debug_assert_eq!(core.state.load(Relaxed), LIVE, "a core ends once (invariant 1)");
+        debug_assert_eq!(
+            core.state.load(Relaxed),
+            LIVE,
+            "a core ends once (invariant 1)"
+        );
         core.ended.store(ended.encode(), Relaxed);
         core.state.store(state_of(err), Release);
         if let Some(cold) = self.cold() {

@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 
-
 use super::core::OnEnd;
 use super::{Kind, Link, Node, Panic, catch, children, resume, timer};
 

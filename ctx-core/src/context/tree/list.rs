@@ -83,7 +83,10 @@ impl<T: Linked> List<T> {
         } else {
             // SAFETY: the caller's promise.
             let prev = unsafe { &*prev }.links();
-            debug_assert!(ptr::eq(prev.next.load(Relaxed), item), "the item is in this list");
+            debug_assert!(
+                ptr::eq(prev.next.load(Relaxed), item),
+                "the item is in this list"
+            );
             prev.next.store(next, Relaxed);
         }
         if !next.is_null() {

@@ -224,7 +224,9 @@ impl Node<dyn Any + Send + Sync> {
     /// The second parent, for a merged node.
     pub(in crate::context) fn merged(&self) -> Option<&Merged> {
         match &self.kind {
-            Kind::Cancel(core) if core.is_merged() => (&self.value as &dyn Any).downcast_ref::<Merged>(),
+            Kind::Cancel(core) if core.is_merged() => {
+                (&self.value as &dyn Any).downcast_ref::<Merged>()
+            }
             _ => None,
         }
     }
@@ -349,7 +351,9 @@ impl Link {
     ) -> NodeRef {
         let parent = self.core();
         let own = own.filter(|own| {
-            parent.is_none_or(|p| p.effective_deadline().is_none() || p.effective_deadline().nanos() >= own.at.nanos())
+            parent.is_none_or(|p| {
+                p.effective_deadline().is_none() || p.effective_deadline().nanos() >= own.at.nanos()
+            })
         });
         let Some(OwnDeadline { at, now }) = own else {
             // A plain cancel child (`cause` is only ever reported for a deadline of its own).

@@ -256,7 +256,9 @@ mod tests {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` on a thread of its own, whose list starts empty.
@@ -436,7 +438,11 @@ mod tests {
                 let (freed, exit, tx) = (freed.clone(), exit.clone(), tx.clone());
                 std::thread::spawn(move || {
                     let bg = Context::background();
-                    drop((0..PER_THREAD).map(|_| bg.with_cancel()).collect::<Vec<_>>());
+                    drop(
+                        (0..PER_THREAD)
+                            .map(|_| bg.with_cancel())
+                            .collect::<Vec<_>>(),
+                    );
                     tx.send(kept()).unwrap();
                     freed.wait();
                     exit.wait();
@@ -445,7 +451,10 @@ mod tests {
             .collect();
         freed.wait();
         let total: usize = rx.iter().take(threads).sum();
-        assert!(total <= super::BUDGET_BLOCKS, "{threads} threads keep {total} blocks");
+        assert!(
+            total <= super::BUDGET_BLOCKS,
+            "{threads} threads keep {total} blocks"
+        );
         exit.wait();
         for worker in workers {
             worker.join().unwrap();

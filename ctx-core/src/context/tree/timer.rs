@@ -138,7 +138,6 @@ fn driver() -> &'static Driver {
     &DRIVER
 }
 
-
 /// `Core::timer_slot` for `slot` of `shard`.
 fn encode(slot: usize, shard: usize) -> u32 {
     u32::try_from(slot * SHARDS + shard).expect("fewer than 500 million armed deadlines per shard")
@@ -384,7 +383,9 @@ impl Timers {
             let slot = slots.insert(Some(node));
             // SAFETY: we hold the shard's lock (the caller's promise), and the slot keeps the
             // allocation.
-            let core = unsafe { &*at_node }.core().expect("only cancel nodes are armed");
+            let core = unsafe { &*at_node }
+                .core()
+                .expect("only cancel nodes are armed");
             // SAFETY: as above; the new slot is in this shard.
             unsafe { core.set_timer_slot(encode(slot, self.shard)) };
             heap.push(Entry {
@@ -593,7 +594,10 @@ mod tests {
         let live: Vec<_> = (0..10).map(|_| root.with_timeout(hour)).collect();
         drop(odd);
         let left = room();
-        assert!(left <= 4 * FLOOR * SHARDS, "room left after the burst: {left}");
+        assert!(
+            left <= 4 * FLOOR * SHARDS,
+            "room left after the burst: {left}"
+        );
         // The deadlines still armed keep working: renumbered, they disarm and fire.
         for scope in &live {
             assert!(scope.deadline().is_some() && !scope.is_cancelled());
