@@ -4,7 +4,7 @@
 //! server's root under concurrent requests, do not all queue on the parent's lock.
 //!
 //! A child is linked in at most one list, which `Core::owner` names (an [`Owner`]): null when
-//! it is in none. The lists are intrusive and doubly linked (`Core::prev`, `Core::next`); a
+//! it is in none. The lists are intrusive and doubly linked (`list.rs`); a
 //! child's links and `owner` are read and written only under the lock of the list that owns
 //! it (invariant 2): the core's own lock for its own list, the shard's lock for a shard.
 //!

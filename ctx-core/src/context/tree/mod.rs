@@ -9,21 +9,25 @@
 //! after-funcs and the list of cancellable children. Value nodes point at the `Core` of their
 //! nearest cancellable ancestor; `without_cancel` nodes and the roots have none.
 //!
+//! Leaves first; each file imports only from those above it in this table, but for the
+//! cycles that remain between `core.rs`, `children.rs` and `timer.rs` (a core holds its
+//! children list and spread, and disarms its timer when it ends).
+//!
 //! | file | holds |
 //! | --- | --- |
+//! | `tagged.rs` | one word pointing at one of two types (a tag in the lowest bit) |
+//! | `shard.rs` | which shard a thread uses, for every per-thread-group structure |
+//! | `list.rs` | the intrusive list of the children lists and of the debug registry |
+//! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//! | `core.rs` | a node's [`Core`]: state (behind accessors), cause, waiters, after-funcs; its lock's guard, `Locked` |
+//! | `children.rs` | the lists of children: a core's own, and its spread once contended |
+//! | `timer.rs` | the deadline driver |
+//! | `walk.rs` | the cancel walk, and a due deadline ended by whoever sees it |
+//! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
+//! | `after_pool.rs` | the threads that run after-funcs (at most 64) |
+//! | `recycle.rs` | emptied cancel nodes, kept for the next derivations (bounded process-wide) |
 //! | `mod.rs` | nodes, links, derivation |
 //! | `chain.rs` | what a chain says about itself: its values, how it prints |
-//! | `core.rs` | a node's [`Core`]: state, cause, waiters, after-funcs |
-//! | `children.rs` | the lists of children: a core's own, and its spread once contended |
-//! | `walk.rs` | the cancel walk |
-//! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
-//! | `recycle.rs` | a thread's emptied cancel nodes, kept for its next derivations |
-//! | `timer.rs` | the deadline driver |
-//! | `after_pool.rs` | the threads that run after-funcs |
-//! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
-//! | `list.rs` | the intrusive list of children lists and of the debug registry |
-//! | `shard.rs` | which shard a thread uses, for every per-thread-group structure |
-//! | `tagged.rs` | one word pointing at one of two types (a tag in the lowest bit) |
 //!
 //! # Invariants
 //!
@@ -35,11 +39,11 @@
 //!    that checks for cancellation does not reload the context's other fields).
 //! 2. **List links.** A core's children form intrusive doubly-linked lists: its own, whose
 //!    head is in its `Inner`, and, once derivations from it contended, one per shard of its
-//!    spread (`children.rs`). Every link of a child (`prev`, `next`, `owner`) is read and
-//!    written only under the lock of the list named by the child's `owner` (the core's own
-//!    lock, or the shard's); `owner` moves from one list to another only while both lists'
-//!    locks are held, and becomes null (in no list) only as the last access by whoever
-//!    unlinked it.
+//!    spread (`children.rs`). Every link of a child (its `Links`, `list.rs`, and `owner`)
+//!    is read and written only under the lock of the list named by the child's `owner` (the
+//!    core's own lock, or the shard's); `owner` moves from one list to another only while
+//!    both lists' locks are held, and becomes null (in no list) only as the last access by
+//!    whoever unlinked it.
 //! 3. **Owners are ancestors.** A child's owner is always one of its ancestors (or a shard
 //!    of one, which lives as long as it), so the
 //!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
