@@ -70,7 +70,7 @@ pub(in crate::context) const BUDGET_BLOCKS: usize = 16_384;
 #[cfg(ctx_loom)]
 pub(in crate::context) const BUDGET_BLOCKS: usize = 3;
 
-const _: () = assert!(PER_THREAD % CHUNK == 0 && BUDGET_BLOCKS >= CHUNK);
+const _: () = assert!(PER_THREAD.is_multiple_of(CHUNK) && BUDGET_BLOCKS >= CHUNK);
 #[cfg(not(ctx_loom))]
 const _: () = assert!(
     PER_THREAD == 1_024 && BUDGET_BLOCKS == 16_384,
