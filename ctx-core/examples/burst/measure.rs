@@ -63,16 +63,23 @@ where
 {
     let make = Arc::new(make);
     let held = Arc::new(Barrier::new(threads + 1));
+    let counted = Arc::new(Barrier::new(threads + 1));
     let dropped = Arc::new(Barrier::new(threads + 1));
     let exit = Arc::new(Barrier::new(threads + 1));
     let base = live();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (make, held, dropped, exit) =
-                (make.clone(), held.clone(), dropped.clone(), exit.clone());
+            let (make, held, counted, dropped, exit) = (
+                make.clone(),
+                held.clone(),
+                counted.clone(),
+                dropped.clone(),
+                exit.clone(),
+            );
             std::thread::spawn(move || {
                 let all: Vec<T> = (0..scopes).map(|i| make(i)).collect();
                 held.wait();
+                counted.wait(); // the peak is counted before any thread drops
                 drop(all);
                 dropped.wait();
                 exit.wait(); // alive until the bytes are counted
@@ -81,6 +88,7 @@ where
         .collect();
     held.wait();
     let peak = live() - base;
+    counted.wait();
     dropped.wait();
     // A deadline driver or after-func worker may still be releasing what it held: let it.
     std::thread::sleep(Duration::from_millis(200));
