@@ -109,6 +109,7 @@ impl<T: Linked> List<T> {
     }
 
     /// The items, head first, for a reader that holds the list's lock.
+    #[cfg(any(test, feature = "debug-tree"))]
     pub(in crate::context) fn iter(&self) -> impl Iterator<Item = &T> {
         let mut cursor = self.0;
         std::iter::from_fn(move || {
