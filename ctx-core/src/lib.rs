@@ -412,6 +412,14 @@ pub fn __stop_deadline_driver() {
     context::stop_deadline_driver();
 }
 
+/// How many freed nodes this thread keeps, and how many the process-wide budget has left,
+/// so a loom model can check the recycling bound.
+#[cfg(ctx_loom)]
+#[doc(hidden)]
+pub fn __recycling() -> (usize, usize) {
+    context::recycling()
+}
+
 /// Gives a context its spread of children lists now (as contended derivations would), so a
 /// loom model can explore the spread's races.
 #[cfg(ctx_loom)]

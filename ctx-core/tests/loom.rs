@@ -295,3 +295,33 @@ fn contended_derivations_race_the_cancel() {
         assert_eq!(theirs.err(), Some(Error::Cancelled));
     });
 }
+
+/// Two threads free more nodes than their quota and the process-wide budget allow (small
+/// under loom) and derive again from what they kept: no thread keeps more than its quota,
+/// the quotas never exceed the budget, an exiting thread gives its quota back, and a node
+/// rebuilt in a kept block works as a new one.
+#[test]
+fn node_recycling_stays_within_its_budget() {
+    fn churn(root: &Context) -> usize {
+        let scopes: Vec<_> = (0..3).map(|_| root.with_cancel()).collect();
+        drop(scopes);
+        let (kept, _) = ctx_core::__recycling();
+        let (again, cancel) = root.with_cancel().into_parts();
+        let child = again.with_cancel();
+        cancel.cancel();
+        assert_eq!(child.err(), Some(Error::Cancelled));
+        kept
+    }
+    loom::model(|| {
+        let root = Context::background();
+        let theirs = {
+            let root = root.clone();
+            thread::spawn(move || churn(&root))
+        };
+        let mine = churn(&root);
+        let theirs = theirs.join().unwrap();
+        assert!(mine <= 2 && theirs <= 2, "kept {mine} and {theirs}");
+        let (kept, left) = ctx_core::__recycling();
+        assert!(kept + left <= 3, "kept {kept}, budget left {left}");
+    });
+}

@@ -31,45 +31,43 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::tree::{Kind, Link, Node, NodeRef, Root};
+use super::tree::list::{Linked, Links, List};
+use super::tree::{Link, Node, NodeRef, root_name};
 use crate::sync::lock;
 
 type ErasedNode = Node<dyn std::any::Any + Send + Sync>;
 
-/// Shards of the registry.
-const SHARDS: usize = 16;
+use super::tree::shard::SHARDS;
 
 /// Each shard is an intrusive list of live nodes threaded through their `Registration`s, so
 /// registering allocates nothing. Links are read and written only under the shard's lock,
 /// and a node unlinks itself in `Drop` before any of its fields are dropped, so every node
 /// in a list is valid memory while its shard is locked (as invariant 4 of the tree).
-static REGISTRY: [Mutex<Shard>; SHARDS] = [const { Mutex::new(Shard { first: None }) }; SHARDS];
-
-struct Shard {
-    first: Option<NonNull<ErasedNode>>,
-}
-
-// SAFETY: the nodes a shard points at are only read under the shard's lock (see `REGISTRY`).
-unsafe impl Send for Shard {}
+static REGISTRY: [Mutex<List<Registration>>; SHARDS] = [const { Mutex::new(List::EMPTY) }; SHARDS];
 
 /// What a node keeps for the registry: when and where it was made, and its list links.
 pub(in crate::context) struct Registration {
     born: Instant,
     created: &'static Location<'static>,
     shard: AtomicUsize,
-    links: UnsafeCell<Links>,
+    links: Links<Registration>,
+    /// The node this registration is part of: set when it registers, before the node is
+    /// shared, and read only under its shard's lock.
+    node: UnsafeCell<Option<NonNull<ErasedNode>>>,
 }
 
-#[derive(Clone, Copy)]
-struct Links {
-    prev: Option<NonNull<ErasedNode>>,
-    next: Option<NonNull<ErasedNode>>,
-}
-
-// SAFETY: `links` is only accessed under the lock of the node's shard.
+// SAFETY: `node` is written once before the node is shared and read only under the lock of
+// the node's shard; it points at a `Sync` node.
 unsafe impl Sync for Registration {}
-// SAFETY: as above; the pointers are to `Sync` nodes.
+// SAFETY: as above.
 unsafe impl Send for Registration {}
+
+// SAFETY: a registration's links are its own field, for its one shard's list.
+unsafe impl Linked for Registration {
+    fn links(&self) -> &Links<Registration> {
+        &self.links
+    }
+}
 
 impl Registration {
     pub(in crate::context) fn new(created: &'static Location<'static>) -> Registration {
@@ -77,34 +75,18 @@ impl Registration {
             born: Instant::now(),
             created,
             shard: AtomicUsize::new(usize::MAX),
-            links: UnsafeCell::new(Links {
-                prev: None,
-                next: None,
-            }),
+            links: Links::new(),
+            node: UnsafeCell::new(None),
         }
     }
 }
 
 /// Registers a new node (called once, right after it is allocated, before it is shared).
 pub(in crate::context) fn register(node: &Node<dyn std::any::Any + Send + Sync>) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
-    }
-    let shard = SHARD.try_with(|shard| *shard).unwrap_or(0);
-    let this = NonNull::from(node);
-    let mut list = lock(&REGISTRY[shard]);
-    // SAFETY: under the shard's lock (see `REGISTRY`); `head` is in this shard's list.
-    unsafe {
-        *node.debug.links.get() = Links {
-            prev: None,
-            next: list.first,
-        };
-        if let Some(head) = list.first {
-            (*head.as_ref().debug.links.get()).prev = Some(this);
-        }
-    }
-    list.first = Some(this);
+    let shard = super::tree::shard::mine();
+    // SAFETY: the node is not shared yet: nothing else reads `node`.
+    unsafe { *node.debug.node.get() = Some(NonNull::from(node)) };
+    lock(&REGISTRY[shard]).push(&node.debug);
     node.debug.shard.store(shard, Relaxed);
 }
 
@@ -114,18 +96,8 @@ pub(in crate::context) fn unregister<V: ?Sized>(node: &Node<V>) {
     if shard == usize::MAX {
         return;
     }
-    let mut list = lock(&REGISTRY[shard]);
-    // SAFETY: under the shard's lock; the neighbours are in the same list, so valid memory.
-    unsafe {
-        let Links { prev, next } = *node.debug.links.get();
-        match prev {
-            Some(prev) => (*prev.as_ref().debug.links.get()).next = next,
-            None => list.first = next,
-        }
-        if let Some(next) = next {
-            (*next.as_ref().debug.links.get()).prev = prev;
-        }
-    }
+    // SAFETY: registered in this shard's list, whose lock we take.
+    unsafe { lock(&REGISTRY[shard]).remove(&node.debug) };
 }
 
 /// Every live context, as a tree; see the [module docs](self). `Display` renders it.
@@ -154,10 +126,14 @@ pub fn snapshot() -> Snapshot {
     let mut seen: Vec<(usize, Option<usize>, Entry)> = Vec::new();
     for shard in &REGISTRY {
         let list = lock(shard);
-        let mut cursor = list.first;
-        while let Some(node) = cursor {
-            // SAFETY: in the list, under its lock: valid memory (see `REGISTRY`).
-            let node = unsafe { node.as_ref() };
+        for registration in list.iter() {
+            // SAFETY: in the list, under its lock: valid memory (see `REGISTRY`), and `node`
+            // was set when it registered.
+            let node = unsafe {
+                (*registration.node.get())
+                    .expect("set on registering")
+                    .as_ref()
+            };
             let parent = match &node.parent {
                 Link::Node(parent) => Some(NodeRef::as_ptr(parent) as *const () as usize),
                 _ => None,
@@ -167,8 +143,6 @@ pub fn snapshot() -> Snapshot {
                 parent,
                 entry_of(node, taken),
             ));
-            // SAFETY: as above.
-            cursor = unsafe { (*node.debug.links.get()).next };
         }
     }
     seen.sort_by_key(|(_, _, entry)| std::cmp::Reverse(entry.age)); // oldest first
@@ -220,18 +194,10 @@ fn entry_of(node: &ErasedNode, taken: Instant) -> Entry {
 
 fn kind_of(node: &ErasedNode) -> String {
     let root = match &node.parent {
-        Link::Root(Root::Todo) => "context.TODO.",
-        Link::Root(Root::Background) => "context.Background.",
-        Link::Node(_) => "",
+        Link::Root(root) => format!("{}.", root_name(*root)),
+        Link::Node(_) => String::new(),
     };
-    let kind = match &node.kind {
-        Kind::Cancel(core) if core.merged => "Merge".to_string(),
-        Kind::Cancel(core) if core.own_deadline().is_some() => "WithDeadline".to_string(),
-        Kind::Cancel(_) => "WithCancel".to_string(),
-        Kind::Value { name, .. } => format!("WithValue({name})"),
-        Kind::WithoutCancel => "WithoutCancel".to_string(),
-    };
-    format!("{root}{kind}")
+    format!("{root}{}", node.step().name())
 }
 
 impl Snapshot {

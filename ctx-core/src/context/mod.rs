@@ -49,6 +49,11 @@ pub(crate) fn stop_deadline_driver() {
 }
 
 #[cfg(ctx_loom)]
+pub(crate) fn recycling() -> (usize, usize) {
+    (tree::recycle::kept(), tree::recycle::budget_left())
+}
+
+#[cfg(ctx_loom)]
 pub(crate) fn spread_children(ctx: &Context) {
     if let Some(core) = ctx.core() {
         tree::spread_now(core);
@@ -56,4 +61,4 @@ pub(crate) fn spread_children(ctx: &Context) {
 }
 
 #[cfg(test)]
-mod tests;
+mod unit_tests;

@@ -23,9 +23,11 @@ use crate::Context;
 /// once no clone, child or waiter is left: the end of a request's scope), the context is
 /// freed at once, and the thread that dropped it keeps the emptied allocation for its next
 /// `with_cancel`, `with_deadline`, `with_timeout` or `without_cancel`, which then allocates
-/// nothing. A thread keeps at most
-/// 131,072 of them (about 15 MiB, and never more than it freed); they are freed when the
-/// thread exits.
+/// nothing. A thread keeps at most 1,024 of them, and all threads together at most 16,384
+/// (about 2 MiB, whatever the number of threads); past that, a freed context's memory goes
+/// back to the allocator. A thread's are freed when it exits. The deadline driver's tables
+/// shrink back once most of their deadlines are gone, so a burst of contexts, once over,
+/// leaves a few MiB at most.
 ///
 /// # Panics
 ///

@@ -13,7 +13,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::error::Error;
-use super::tree::{Core, error_of, state_of};
+use super::tree::Core;
 use crate::Context;
 
 /// A waker registration on a context's core (none until the first pending poll).
@@ -64,46 +64,22 @@ impl AsRef<Context> for Context {
 pub struct Done {
     /// The error, if the context was already done when `done()` was called: then the
     /// `Done` holds no reference to it.
-    ready: Ready,
+    ready: Option<Error>,
     /// While `ready` holds an error, the background context and no registration: nothing
     /// to drop (see `Drop`).
     waiter: std::mem::ManuallyDrop<Waiter<Context>>,
 }
 
-/// Inline, only the test of `ready`: a `Done` that was ready when made holds nothing to
-/// release, so its drop is one test and what wraps it (`now_or_never`) stays small
-/// (`CheckCanceled/Done`: 75 -> 66 instructions). Whether the compiler then inlines the
-/// wrapper is its choice: in a small binary it does (5.9-6.4 ns); in the go-parity bench,
-/// since `Context` has a `Drop`, it does not, and the `Done` it copies waits for its own
-/// stores (7.3-8.5 ns).
+/// perf (bench instructions, CheckCanceled/Done): inline, only the test of `ready`: a
+/// `Done` that was ready when made holds nothing to release, so its drop is one test and
+/// what wraps it (`now_or_never`) stays small. Whether the compiler then inlines the wrapper
+/// is its choice.
 impl Drop for Done {
     #[inline]
     fn drop(&mut self) {
-        if self.ready.get().is_none() {
+        if self.ready.is_none() {
             self.drop_waiter();
         }
-    }
-}
-
-/// An `Option<Error>` in a whole word: the core's state for it (`tree::state_of`). A `Done`
-/// is often built by one function and moved whole by another (`now_or_never`, `select!`, a
-/// combinator not inlined): a one-byte flag is stored as a byte, then read back inside an
-/// 8-byte load, which must wait for the store to reach the cache (measured back to back: a
-/// done context's `done().now_or_never()` took 8.3-10.5 ns with the byte, 5.1-5.4 without).
-#[derive(Clone, Copy)]
-struct Ready(usize);
-
-impl Ready {
-    const NOT_YET: Ready = Ready(0); // a live core's state
-
-    #[inline]
-    fn of(err: Error) -> Ready {
-        Ready(state_of(err).into())
-    }
-
-    #[inline]
-    fn get(self) -> Option<Error> {
-        error_of(self.0 as u8) // only ever a state: `of` or `NOT_YET`
     }
 }
 
@@ -112,7 +88,7 @@ impl Future for Done {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        match self.ready.get() {
+        match self.ready {
             Some(err) => Poll::Ready(err),
             None => self.poll_waiter(cx),
         }
@@ -120,11 +96,10 @@ impl Future for Done {
 }
 
 impl Done {
-    /// Out of line, so that an inlined `poll` is a load and a branch: small enough that
-    /// what wraps it (`now_or_never`, a `select!`) is inlined in turn and builds the `Done`
-    /// in place, rather than moving it through memory (measured back to back: a done
-    /// context's `done().now_or_never()` took 9.4-10.3 ns with the waiter's poll inlined,
-    /// 5.1-5.6 without).
+    /// perf (bench instructions, CheckCanceled/Done): out of line, so that an inlined `poll`
+    /// is a load and a branch, small enough that what wraps it (`now_or_never`, a `select!`)
+    /// is inlined in turn and builds the `Done` in place rather than moving it through
+    /// memory.
     #[inline(never)]
     fn poll_waiter(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
         self.waiter.poll(cx)
@@ -249,19 +224,20 @@ impl Context {
     /// std::thread::spawn(move || cancel.cancel());
     /// assert_eq!(futures::executor::block_on(ctx.done()), Error::Cancelled);
     /// ```
-    #[inline] // built in the caller's frame: a `Done` returned through memory and moved
-    // whole reads `ready` back as part of a wider load, which waits for its one-byte store
+    // perf (bench instructions, CheckCanceled/Done): inline, so the `Done` is built in the
+    // caller's frame rather than returned through memory.
+    #[inline]
     pub fn done(&self) -> Done {
         match self.core().and_then(Core::err) {
             Some(err) => Done {
-                ready: Ready::of(err),
+                ready: Some(err),
                 waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: Context::background(),
                     key: None,
                 }),
             },
             None => Done {
-                ready: Ready::NOT_YET,
+                ready: None,
                 waiter: std::mem::ManuallyDrop::new(Waiter {
                     ctx: self.clone(),
                     key: None,
@@ -419,20 +395,5 @@ impl Wake for ThreadWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.unpark();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Error, Ready};
-
-    /// `Ready` borrows the core's state encoding: not yet is the live state, and each error
-    /// reads back as itself.
-    #[test]
-    fn ready_reads_back_what_it_was_given() {
-        assert_eq!(Ready::NOT_YET.get(), None);
-        for err in [Error::Cancelled, Error::DeadlineExceeded] {
-            assert_eq!(Ready::of(err).get(), Some(err));
-        }
     }
 }

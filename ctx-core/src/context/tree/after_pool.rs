@@ -13,6 +13,11 @@
 //!   each has a thread: a slow or blocking `f` delays no other for longer than a thread
 //!   start.
 //! - A worker idle for `IDLE` (10 s) exits.
+//! - The pool never runs more than [`MAX_WORKERS`] (64) workers. Past that, after-funcs
+//!   queue: when every worker is blocked in a slow `f`, the next after-func waits until one
+//!   of them returns; every queued after-func runs once workers come free. (Go's goroutines
+//!   make no such bound; an after-func that blocks for a long time should hand its work to a
+//!   thread of its own.)
 //!
 //! `f` runs on the worker with no lock held. A panic in `f` is caught (the panic hook has
 //! already reported it) and the worker goes on.
@@ -21,6 +26,10 @@
 //! wall time, which loom does not model.
 
 use super::AfterFn;
+
+/// The most worker threads the pool runs at once.
+#[cfg_attr(ctx_loom, allow(dead_code))]
+pub(in crate::context) const MAX_WORKERS: usize = 64;
 
 /// Queues `f` to run on the pool, at once.
 #[cfg(not(ctx_loom))]
@@ -39,7 +48,7 @@ mod pool {
     use std::sync::{Condvar, Mutex};
     use std::time::Duration;
 
-    use super::AfterFn;
+    use super::{AfterFn, MAX_WORKERS};
     use crate::sync::lock;
 
     /// How long a worker waits for work before it exits.
@@ -52,6 +61,11 @@ mod pool {
 
     struct State {
         queue: VecDeque<AfterFn>,
+        /// Workers running (idle, busy, or being started): at most `MAX_WORKERS`.
+        workers: usize,
+        /// The most workers that ever ran at once (for tests).
+        #[cfg(test)]
+        peak: usize,
         /// Workers waiting for work.
         idle: usize,
         /// Whether a worker is being started (it will take a job as soon as it runs).
@@ -61,6 +75,9 @@ mod pool {
     static POOL: Pool = Pool {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            workers: 0,
+            #[cfg(test)]
+            peak: 0,
             idle: 0,
             starting: false,
         }),
@@ -69,10 +86,18 @@ mod pool {
 
     impl State {
         /// Whether queued work exceeds what idle and starting workers will take, so one more
-        /// worker should start now; marks it starting.
+        /// worker should start now (and the pool is below `MAX_WORKERS`); marks it starting
+        /// and counts it.
         fn needs_worker(&mut self) -> bool {
-            let grow = !self.starting && self.queue.len() > self.idle;
-            self.starting |= grow;
+            let grow = !self.starting && self.queue.len() > self.idle && self.workers < MAX_WORKERS;
+            if grow {
+                self.starting = true;
+                self.workers += 1;
+                #[cfg(test)]
+                {
+                    self.peak = self.peak.max(self.workers);
+                }
+            }
             grow
         }
     }
@@ -98,7 +123,9 @@ mod pool {
         if let Err(err) = started {
             // The queued after-funcs wait for a running worker, or for the next dispatch to
             // try again.
-            lock(&POOL.state).starting = false;
+            let mut state = lock(&POOL.state);
+            state.starting = false;
+            state.workers -= 1;
             eprintln!("ctx: could not start an after_func worker thread: {err}");
         }
     }
@@ -122,7 +149,10 @@ mod pool {
                     break None;
                 }
             };
-            let Some(f) = f else { return };
+            let Some(f) = f else {
+                state.workers -= 1;
+                return;
+            };
             let grow = state.needs_worker();
             drop(state);
             if grow {
@@ -138,10 +168,77 @@ mod pool {
 
     #[cfg(test)]
     mod tests {
-        use std::sync::mpsc;
-        use std::time::Duration;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::{Arc, Condvar, Mutex, mpsc};
+        use std::time::{Duration, Instant};
 
-        use super::dispatch;
+        use super::{MAX_WORKERS, POOL, dispatch};
+        use crate::sync::lock;
+
+        /// 300 after-funcs that block start at most `MAX_WORKERS` threads; the rest queue,
+        /// and every one of them runs once the blocked ones return.
+        #[test]
+        fn blocking_after_funcs_start_at_most_max_workers_and_all_run() {
+            const FUNCS: usize = 300;
+            let gate = Arc::new((Mutex::new(false), Condvar::new()));
+            let running = Arc::new(AtomicUsize::new(0));
+            let most_running = Arc::new(AtomicUsize::new(0));
+            let (done_tx, done_rx) = mpsc::channel();
+            for i in 0..FUNCS {
+                let (gate, running, most_running, done_tx) = (
+                    gate.clone(),
+                    running.clone(),
+                    most_running.clone(),
+                    done_tx.clone(),
+                );
+                dispatch(Box::new(move || {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most_running.fetch_max(now, SeqCst);
+                    let (open, opened) = &*gate;
+                    let mut open = open.lock().unwrap();
+                    while !*open {
+                        open = opened.wait(open).unwrap();
+                    }
+                    drop(open);
+                    running.fetch_sub(1, SeqCst);
+                    done_tx.send(i).unwrap();
+                }));
+            }
+            // Wait until the pool stops growing (every worker it may start is blocked), or
+            // give up looking after a generous while.
+            let started = Instant::now();
+            let mut last = (0, Instant::now());
+            while started.elapsed() < Duration::from_secs(20) {
+                let now = running.load(SeqCst);
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if now > 0 && last.1.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let peak = lock(&POOL.state).peak;
+            assert!(peak <= MAX_WORKERS, "the pool ran {peak} workers at once");
+            assert!(
+                most_running.load(SeqCst) <= MAX_WORKERS,
+                "{} after-funcs ran at once",
+                most_running.load(SeqCst)
+            );
+            assert!(running.load(SeqCst) > 0, "the blocked after-funcs started");
+            let (open, opened) = &*gate;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+            let mut ran: Vec<usize> = (0..FUNCS)
+                .map(|_| {
+                    done_rx
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("a queued after-func never ran")
+                })
+                .collect();
+            ran.sort_unstable();
+            assert_eq!(ran, (0..FUNCS).collect::<Vec<_>>());
+            assert!(lock(&POOL.state).peak <= MAX_WORKERS);
+        }
 
         /// A blocked after-func delays no other: the pool grows around it.
         #[test]

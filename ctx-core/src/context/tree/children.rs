@@ -4,7 +4,7 @@
 //! server's root under concurrent requests, do not all queue on the parent's lock.
 //!
 //! A child is linked in at most one list, which `Core::owner` names (an [`Owner`]): null when
-//! it is in none. The lists are intrusive and doubly linked (`Core::prev`, `Core::next`); a
+//! it is in none. The lists are intrusive and doubly linked (`list.rs`); a
 //! child's links and `owner` are read and written only under the lock of the list that owns
 //! it (invariant 2): the core's own lock for its own list, the shard's lock for a shard.
 //!
@@ -25,85 +25,20 @@
 //! A core's own lock before its shards' locks; a shard's lock is never held while another
 //! lock is taken.
 
-use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use super::core::{Core, Inner};
+use super::core::{Core, Locked};
+use super::list::List;
+use super::tagged::{self, Either};
 use crate::sync::{Mutex, lock};
 
-/// Shards in a spread: threads are dealt to them in turn.
-pub(super) const SHARDS: usize = if cfg!(ctx_loom) { 2 } else { 8 };
-
-/// The head of an intrusive list of children.
-pub(super) struct List(*const Core);
-
-// SAFETY: the list's cores are only dereferenced under the lock that guards the list
-// (invariants 2 and 4); the pointer itself is plain data.
-unsafe impl Send for List {}
-
-impl List {
-    pub(super) const EMPTY: List = List(ptr::null());
-
-    /// Pushes `child` at the head; the caller holds the list's lock and sets `child.owner`.
-    fn push(&mut self, child: &Core) {
-        let head = self.0;
-        child.prev.store(ptr::null_mut(), Relaxed);
-        child.next.store(head as *mut Core, Relaxed);
-        if !head.is_null() {
-            // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
-            unsafe { &*head }.prev.store(child.as_ptr(), Relaxed);
-        }
-        self.0 = child;
-    }
-
-    /// Unlinks `child`, which is in this list; the caller holds the list's lock and keeps
-    /// or clears `child.owner`.
-    fn remove(&mut self, child: &Core) {
-        let prev = child.prev.load(Relaxed);
-        let next = child.next.load(Relaxed);
-        if prev.is_null() {
-            self.0 = next;
-        } else {
-            // SAFETY: `prev` is in the same list, whose lock the caller holds (invariant 4).
-            unsafe { &*prev }.next.store(next, Relaxed);
-        }
-        if !next.is_null() {
-            // SAFETY: as above.
-            unsafe { &*next }.prev.store(prev, Relaxed);
-        }
-        child.prev.store(ptr::null_mut(), Relaxed);
-        child.next.store(ptr::null_mut(), Relaxed);
-    }
-
-    /// Unlinks the head, leaving its `owner` as it is (see [`pop`]).
-    fn pop(&mut self) -> Option<*const Core> {
-        let head = self.0;
-        if head.is_null() {
-            return None;
-        }
-        // SAFETY: `head` is in this list, whose lock the caller holds (invariant 4).
-        self.remove(unsafe { &*head });
-        Some(head)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        let mut n = 0;
-        let mut cur = self.0;
-        while !cur.is_null() {
-            n += 1;
-            // SAFETY: the caller holds the list's lock (invariant 4).
-            cur = unsafe { &*cur }.next.load(Relaxed);
-        }
-        n
-    }
-}
+use super::shard::SHARDS;
 
 /// One list of a spread, alone on its cache lines.
 #[repr(align(128))]
 pub(super) struct Shard {
-    list: Mutex<List>,
+    list: Mutex<List<Core>>,
 }
 
 /// A core's shards (see the module docs).
@@ -122,30 +57,11 @@ impl Spread {
 
     /// This thread's shard.
     pub(super) fn mine(&self) -> &Shard {
-        crate::sync::thread_local! {
-            #[allow(clippy::missing_const_for_thread_local, reason = "loom's thread_local! has no const form")]
-            static MINE: Cell<usize> = Cell::new(usize::MAX);
-        }
-        // Deals threads out in turn; orders nothing. (loom's, reset for each execution, so
-        // a model is deterministic.)
-        #[cfg(not(ctx_loom))]
-        static DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
-        #[cfg(ctx_loom)]
-        loom::lazy_static! {
-            static ref DEALT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
-        }
-        let index = MINE.with(|mine| {
-            if mine.get() == usize::MAX {
-                mine.set(DEALT.fetch_add(1, Relaxed) % SHARDS);
-            }
-            mine.get()
-        });
-        &self.shards[index]
+        &self.shards[super::shard::mine()]
     }
 }
 
-/// The list a child is linked in, encoded in `Core::owner` (a shard's address is tagged in
-/// its lowest bit; both are aligned).
+/// The list a child is linked in, encoded in `Core::owner` (a tagged word, `tagged.rs`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owner {
     /// The core's own list, in its `Inner`, under its own lock.
@@ -156,20 +72,17 @@ enum Owner {
 
 impl Owner {
     fn encode(self) -> *mut () {
-        match self {
-            Owner::Core(core) => core.cast_mut().cast(),
-            Owner::Shard(shard) => shard.cast_mut().cast::<()>().map_addr(|addr| addr | 1),
-        }
+        tagged::encode::<Core, Shard>(match self {
+            Owner::Core(core) => Either::Left(core),
+            Owner::Shard(shard) => Either::Right(shard),
+        })
     }
 
     fn decode(encoded: *mut ()) -> Option<Owner> {
-        if encoded.is_null() {
-            None
-        } else if encoded.addr() & 1 == 1 {
-            Some(Owner::Shard(encoded.map_addr(|addr| addr & !1).cast()))
-        } else {
-            Some(Owner::Core(encoded.cast()))
-        }
+        tagged::decode::<Core, Shard>(encoded).map(|either| match either {
+            Either::Left(core) => Owner::Core(core),
+            Either::Right(shard) => Owner::Shard(shard),
+        })
     }
 }
 
@@ -193,26 +106,23 @@ impl Core {
     /// Links `child` in this core's own list; if that lock is contended, gives the core its
     /// spread for the derivations to come. False if the core is done.
     fn attach_own(&self, child: &Core) -> bool {
-        let (mut inner, contended) = match self.inner.try_lock() {
-            Ok(inner) => (inner, false),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
-            Err(std::sync::TryLockError::WouldBlock) => (lock(&self.inner), true),
-        };
+        let (mut locked, contended) = self.lock_contended();
         if self.is_done() {
             return false;
         }
         if contended {
-            install_spread(self, &mut inner);
+            install_spread(&mut locked);
         }
-        link(self, &mut inner, child);
+        link(&mut locked, child);
         true
     }
 }
 
-/// Gives `core` its spread, if it has none yet; the caller holds its lock (`inner`) and saw
-/// it live, so the walk that ends it sees the spread (module docs).
-fn install_spread(core: &Core, inner: &mut Inner) {
-    let cold = core.cold_part(inner);
+/// Gives the core whose lock is `locked` its spread, if it has none yet; the caller saw it
+/// live under that lock, so the walk that ends it sees the spread (module docs).
+fn install_spread(locked: &mut Locked) {
+    debug_assert!(!locked.core().is_done(), "a spread is installed while live");
+    let cold = locked.cold_part();
     if cold.spread.load(Relaxed).is_null() {
         cold.spread
             .store(Box::into_raw(Box::new(Spread::new())), Release);
@@ -232,10 +142,12 @@ fn attach_shard(parent: &Core, shard: &Shard, child: &Core) -> bool {
     true
 }
 
-/// Pushes `child` onto `owner`'s own list; the caller holds `owner`'s lock (invariant 2).
-pub(super) fn link(owner: &Core, inner: &mut Inner, child: &Core) {
-    inner.children.push(child);
-    child.owner.store(Owner::Core(owner).encode(), Release);
+/// Pushes `child` onto the own list of the core whose lock is `owner` (invariant 2).
+fn link(owner: &mut Locked, child: &Core) {
+    owner.children().push(child);
+    child
+        .owner
+        .store(Owner::Core(owner.core()).encode(), Release);
 }
 
 /// Removes `core` from the list it is linked in, if any (invariants 2 and 3).
@@ -253,10 +165,11 @@ fn unlink_linked(core: &Core) {
         let encoded = core.owner.load(Acquire);
         // Whichever list, its lock is taken, and `owner` re-read under it: an ancestor's walk
         // may have moved us meanwhile (it holds the old and the new list's locks to do so).
-        let removed = |list: &mut List| {
+        let removed = |list: &mut List<Core>| {
             let still = core.owner.load(Relaxed) == encoded;
             if still {
-                list.remove(core);
+                // SAFETY: `owner`, re-read under this list's lock, names this list.
+                unsafe { list.remove(core) };
                 core.owner.store(ptr::null_mut(), Relaxed);
             }
             still
@@ -265,7 +178,7 @@ fn unlink_linked(core: &Core) {
             None => return,
             // SAFETY: by invariant 3 the owner is an ancestor (or its spread), kept alive by
             // our parent chain.
-            Some(Owner::Core(owner)) => removed(&mut lock(&unsafe { &*owner }.inner).children),
+            Some(Owner::Core(owner)) => removed(unsafe { &*owner }.lock().children()),
             // SAFETY: as above.
             Some(Owner::Shard(shard)) => removed(&mut lock(&unsafe { &*shard }.list)),
         };
@@ -275,12 +188,12 @@ fn unlink_linked(core: &Core) {
     }
 }
 
-/// Pops the head of `inner`'s own list for the walk, which holds that lock until it is done
-/// with the child and then calls [`release`]: until then the child keeps its `owner`, so a
-/// concurrent `unlink` of it waits for our lock (and the child's memory stays valid,
-/// invariant 4).
-pub(super) fn pop(inner: &mut Inner) -> Option<*const Core> {
-    inner.children.pop()
+/// Pops the head of the own list of the core whose lock is `locked`, for the walk, which
+/// holds that lock until it is done with the child and then calls [`release`]: until then
+/// the child keeps its `owner`, so a concurrent `unlink` of it waits for our lock (and the
+/// child's memory stays valid, invariant 4).
+pub(super) fn pop(locked: &mut Locked) -> Option<*const Core> {
+    locked.children().pop()
 }
 
 /// Marks a popped child as in no list: its `unlink` returns at once from now on, and it may
@@ -289,26 +202,38 @@ pub(super) fn release(child: &Core) {
     child.owner.store(ptr::null_mut(), Release);
 }
 
-/// Moves every child of `from` (a done core: its own list, then its spread) onto `to`'s
-/// own list; the caller holds `to`'s lock and, unless `from` is `to`, `from`'s lock, so both
-/// the old and the new list's locks are held for each move (invariant 2).
-pub(super) fn adopt(from: &Core, from_own: Option<&mut Inner>, to: &Core, to_inner: &mut Inner) {
-    if let Some(from_inner) = from_own {
-        move_all(&mut from_inner.children, to, to_inner);
-    }
+/// Moves every child of the done core whose lock is `from` (its own list, then its spread)
+/// onto `to`'s own list: both the old and the new list's locks are held for each move
+/// (invariant 2).
+pub(super) fn adopt(from: &mut Locked, to: &mut Locked) {
+    debug_assert!(
+        from.core().is_done(),
+        "a core's children are adopted once it is done"
+    );
+    move_all(from.children(), to);
+    adopt_spread(from.core(), to);
+}
+
+/// Moves the children in the spread of `from`, a done core, onto `to`'s own list (`from` may
+/// be `to`'s core itself: the walk root moves its spread onto its own list).
+pub(super) fn adopt_spread(from: &Core, to: &mut Locked) {
+    debug_assert!(
+        from.is_done(),
+        "a core's children are adopted once it is done"
+    );
     if let Some(spread) = from.spread() {
         for shard in &spread.shards {
-            move_all(&mut lock(&shard.list), to, to_inner);
+            move_all(&mut lock(&shard.list), to);
         }
     }
 }
 
-fn move_all(list: &mut List, to: &Core, to_inner: &mut Inner) {
+fn move_all(list: &mut List<Core>, to: &mut Locked) {
     while let Some(child) = list.pop() {
         // SAFETY: valid while we hold the old list's lock (invariant 4); once pushed onto
         // `to`'s list, while we hold `to`'s. `owner` goes straight from old to new, never
         // null, so an `unlink` of the child never skips our locks.
-        link(to, to_inner, unsafe { &*child });
+        link(to, unsafe { &*child });
     }
 }
 
@@ -326,15 +251,15 @@ pub(super) fn free_spread(spread: &mut crate::sync::AtomicPtr<Spread>) {
 /// the spread's races).
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) fn spread_now(core: &Core) {
-    let mut inner = lock(&core.inner);
+    let mut locked = core.lock();
     if !core.is_done() {
-        install_spread(core, &mut inner);
+        install_spread(&mut locked);
     }
 }
 
 #[cfg(test)]
 pub(in crate::context) fn child_count(core: &Core) -> usize {
-    let own = lock(&core.inner).children.len();
+    let own = core.lock().children().len();
     let Some(spread) = core.spread() else {
         return own;
     };

@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context as TaskContext, Wake, Waker};
 use std::time::Instant;
@@ -76,7 +75,7 @@ impl Wake for Fire {
         let Some(core) = node.core() else { return };
         // Tokio wakes every pending sleep when its runtime shuts down, its clock unmoved: a
         // deadline not reached on that clock does not fire.
-        if core.deadline.nanos() <= Deadline::now().nanos() {
+        if core.effective_deadline().nanos() <= Deadline::now().nanos() {
             discard(walk::expire(&node));
         }
     }
@@ -101,7 +100,8 @@ pub(super) fn arm(core: &Core, node: &Arc<Node<()>>) -> bool {
     let polled = Pin::new(&mut unconstrained).poll(&mut TaskContext::from_waker(&waker));
     if polled.is_pending() {
         table.insert(core as *const Core as usize, (sleep, Arc::downgrade(node)));
-        core.timer_slot.store(PAUSED_SLOT, Relaxed);
+        // SAFETY: under the table's lock (invariant 7).
+        unsafe { core.set_timer_slot(PAUSED_SLOT) };
         return true;
     }
     drop(table);
@@ -114,12 +114,13 @@ pub(super) fn arm(core: &Core, node: &Arc<Node<()>>) -> bool {
 
 /// Drops `core`'s sleep if its deadline is armed on a paused clock; false if it is not.
 pub(super) fn disarm(core: &Core) -> bool {
-    if core.timer_slot.load(Relaxed) != PAUSED_SLOT {
+    if core.timer_slot() != PAUSED_SLOT {
         return false;
     }
     let mut table = sleeps().lock().unwrap_or_else(PoisonError::into_inner);
     let armed = table.remove(&(core as *const Core as usize));
-    core.timer_slot.store(super::timer::NO_SLOT, Relaxed);
+    // SAFETY: under the table's lock (invariant 7).
+    unsafe { core.set_timer_slot(super::timer::NO_SLOT) };
     drop(table);
     drop(armed); // a sleep's drop takes tokio's driver lock: not under ours
     true
@@ -134,7 +135,7 @@ fn fire_due() {
         table
             .values()
             .filter_map(|(_, node)| node.upgrade())
-            .filter(|node| node.core().is_some_and(|core| core.deadline.nanos() <= now))
+            .filter(|node| node.core().is_some_and(|core| core.effective_deadline().nanos() <= now))
             .map(|node| -> NodeRef { node })
             .collect()
     };

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use std::cell::UnsafeCell;
 
-use super::children::{List, Spread, free_spread};
+use super::children::{Spread, free_spread};
+use super::list::{Linked, Links, List};
 use super::slab::Slab;
-use super::{Panic, WeakNode, catch, discard, timer, walk};
+use super::tagged::{self, Either};
+use super::{Panic, WeakNode, catch, timer};
 use crate::context::error::{Cause, Error};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, fence, lock};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, Mutex, MutexGuard, fence, lock};
 
 pub(super) const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
@@ -23,39 +25,157 @@ pub(in crate::context) type AfterFn = Box<dyn FnOnce() + Send + 'static>;
 
 /// The state shared by a cancellable node and every value node below it.
 ///
-/// Kept to 80 bytes, so that a whole node with its reference counts is at most 120 (a size
-/// glibc's allocator serves from its fast bins: a tree of larger nodes measured 2–4× slower
-/// to build and free). What most contexts never need (a cause given with the cancel, waiters,
-/// after-funcs, merges, a spread) lives in [`Cold`], allocated on first use.
+/// What most contexts never need (a cause given with the cancel, waiters, after-funcs,
+/// merges, a spread) lives in [`Cold`], allocated on first use.
+///
+/// perf (bench go_parity, CancelTree/depth=1000/Root=OpenCanceler): kept to 80 bytes, so that
+/// a whole node with its reference counts is at most 120, a size glibc's allocator serves
+/// from its fast bins.
 pub(in crate::context) struct Core {
-    pub(super) state: AtomicU8,
+    state: AtomicU8,
     /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
-    pub(super) own_deadline: bool,
+    own_deadline: bool,
     /// Whether this is a merged node (`Context::merge`), whose value is a `Merged`.
-    pub(in crate::context) merged: bool,
+    merged: bool,
     /// Slot in the timer driver, or `timer::NO_SLOT` (invariant 7).
-    pub(super) timer_slot: AtomicU32,
+    timer_slot: AtomicU32,
     /// The effective deadline: this node's own, or the nearest ancestor's.
-    pub(super) deadline: Deadline,
+    deadline: Deadline,
     /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
-    pub(super) created: &'static Location<'static>,
-    /// The list this core is linked in, if any, and its links there (invariant 2;
-    /// `children.rs`).
+    created: &'static Location<'static>,
+    /// The list this core is linked in, if any, and its links there (invariant 2): the
+    /// children lists' own fields, read and written only by `children.rs`.
     pub(super) owner: AtomicPtr<()>,
-    pub(super) prev: AtomicPtr<Core>,
-    pub(super) next: AtomicPtr<Core>,
+    links: Links<Core>,
     /// How this core ended (an [`Ended`]; null while live). Written once, before `state`
     /// (invariant 1), so whoever sees the state done reads it without a lock.
     ended: AtomicPtr<()>,
     /// The rarely needed parts, or null until first needed. Set once, under our lock.
     cold: AtomicPtr<Cold>,
-    pub(super) inner: Mutex<Inner>,
+    inner: Mutex<Inner>,
 }
 
-/// What the core's lock guards inline; the [`Cold`] part is guarded by it too.
+/// What the core's lock guards inline; the [`Cold`] part is guarded by it too. Reached only
+/// through [`Locked`], which binds it to its core.
 pub(super) struct Inner {
     /// The core's own list of children (its spread has more).
-    pub(super) children: List,
+    children: List<Core>,
+}
+
+// SAFETY: a core's links are its own field, for the one children list it is in.
+unsafe impl Linked for Core {
+    fn links(&self) -> &Links<Core> {
+        &self.links
+    }
+}
+
+/// A core's lock, held: the guard of its [`Inner`], bound to the core it belongs to. The
+/// functions that need a core's lock are methods of this guard (or take it), so they cannot
+/// be handed another core's: what the lock guards (the own children list, the cold part's
+/// [`ColdLocked`]) is reached only through here.
+pub(super) struct Locked<'a> {
+    core: &'a Core,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl<'a> Locked<'a> {
+    /// Whether the core is live: under its lock, a plain read (invariant 1: it ends only
+    /// under this lock).
+    pub(super) fn is_live(&self) -> bool {
+        is_live(self.core.state.load(Relaxed))
+    }
+
+    /// The core whose lock this is.
+    pub(super) fn core(&self) -> &'a Core {
+        self.core
+    }
+
+    /// The core's own list of children (invariant 2).
+    pub(super) fn children(&mut self) -> &mut List<Core> {
+        &mut self.inner.children
+    }
+
+    /// The cold part's locked state, if the cold part was made.
+    pub(super) fn cold(&mut self) -> Option<&mut ColdLocked> {
+        let cold = self.core.cold.load(Relaxed); // set under the lock we hold
+        // SAFETY: `ColdLocked` is only reached through a `Locked` of its own core, which
+        // holds that core's lock (so this `&mut self` is exclusive); it lives as long as
+        // the core.
+        (!cold.is_null()).then(|| unsafe { &mut *(*cold).locked.get() })
+    }
+
+    /// The cold part's locked state, made now if it was not yet.
+    pub(super) fn cold_or_make(&mut self) -> &mut ColdLocked {
+        self.cold_part();
+        self.cold().expect("just made")
+    }
+
+    /// Marks this core done, wakes its waiters, dispatches its after-funcs, hands its merged
+    /// nodes to `merges` (ended by the caller once its locks are released) and disarms its
+    /// timer. Called once, live (the caller checked the state under this lock). Returns
+    /// the cause it replaced, for the caller to drop after its locks (user code).
+    pub(super) fn finish(
+        &mut self,
+        err: Error,
+        origin: &Origin,
+        panic: &mut Option<Panic>,
+        merges: &mut Vec<WeakNode>,
+    ) -> Option<Cause> {
+        let (ended, replaced) = match origin {
+            Origin::Own(cause, at) => {
+                let replaced = match (self.cold(), cause) {
+                    (Some(cold), _) => std::mem::replace(&mut cold.cause, cause.clone()),
+                    (None, Some(cause)) => {
+                        self.cold_or_make().cause = Some(cause.clone());
+                        None
+                    }
+                    (None, None) => None,
+                };
+                (Ended::Here(at), replaced)
+            }
+            Origin::Preset => (Ended::Here(self.core.created), None),
+            Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
+        };
+        let core = self.core;
+        debug_assert_eq!(
+            core.state.load(Relaxed),
+            LIVE,
+            "a core ends once (invariant 1)"
+        );
+        core.ended.store(ended.encode(), Relaxed);
+        core.state.store(state_of(err), Release);
+        if let Some(cold) = self.cold() {
+            // Wake by reference: the wakers stay registered until their `Done` is dropped or
+            // the node is, so no waker (whose drop is user code) is dropped under this lock.
+            // A panicking waker is caught so the walk goes on (see the module docs).
+            for waker in cold.waiters.values() {
+                catch(panic, || waker.wake_by_ref());
+            }
+            if cold.on_end.has_slots() {
+                for entry in cold.on_end.take_all() {
+                    match entry {
+                        OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
+                        OnEnd::Merge(merged) => merges.push(merged),
+                    }
+                }
+            }
+        }
+        if core.own_deadline {
+            timer::disarm(core);
+        }
+        replaced
+    }
+
+    /// The cold part itself (for the spread), made now if needed.
+    pub(super) fn cold_part(&mut self) -> &'a Cold {
+        let mut cold = self.core.cold.load(Relaxed);
+        if cold.is_null() {
+            cold = Box::into_raw(Box::new(Cold::new()));
+            self.core.cold.store(cold, Release);
+        }
+        // SAFETY: made above or earlier, freed only with the core.
+        unsafe { &*cold }
+    }
 }
 
 /// The parts of a [`Core`] most contexts never need, allocated on first use and freed with
@@ -64,13 +184,13 @@ pub(super) struct Cold {
     /// The core's spread of children lists, once derivations from it contended, or null.
     /// Set once under the core's lock; read without it (`children.rs`).
     pub(super) spread: AtomicPtr<Spread>,
-    /// Only ever touched under the core's lock (see [`Core::cold`]).
-    locked: UnsafeCell<Locked>,
+    /// Only ever touched under the core's lock (see [`Locked::cold`]).
+    locked: UnsafeCell<ColdLocked>,
 }
 
 /// The part of [`Cold`] the core's lock guards.
 #[derive(Default)]
-pub(super) struct Locked {
+pub(super) struct ColdLocked {
     /// The cause given to the cancel that ended this core, when this core was the walk root;
     /// until then, the cause to report if the own deadline fires (`with_deadline_cause`).
     pub(super) cause: Option<Cause>,
@@ -81,7 +201,7 @@ pub(super) struct Locked {
     pub(super) on_end: Slab<OnEnd>,
 }
 
-/// An entry of `Locked::on_end`.
+/// An entry of `ColdLocked::on_end`.
 pub(super) enum OnEnd {
     AfterFunc(AfterFn),
     Merge(WeakNode),
@@ -90,7 +210,7 @@ pub(super) enum OnEnd {
 /// How a done core ended, encoded in `Core::ended`: the root of the walk that ended it (an
 /// ancestor, invariant 3, whose lock that walk holds until it is over, invariant 6, and
 /// which holds the cause: one copy per cancel), or, for the root itself, where it was ended
-/// (a `Location`'s address, tagged in its lowest bit: both are aligned).
+/// (a `Location`'s address: a tagged word, `tagged.rs`).
 enum Ended {
     ByWalkOf(*const Core),
     Here(&'static Location<'static>),
@@ -98,26 +218,18 @@ enum Ended {
 
 impl Ended {
     fn encode(self) -> *mut () {
-        match self {
-            Ended::ByWalkOf(root) => root.cast_mut().cast(),
-            Ended::Here(at) => ptr::from_ref(at)
-                .cast_mut()
-                .cast::<()>()
-                .map_addr(|a| a | 1),
-        }
+        tagged::encode::<Core, Location<'static>>(match self {
+            Ended::ByWalkOf(root) => Either::Left(root),
+            Ended::Here(at) => Either::Right(at),
+        })
     }
 
     fn decode(encoded: *mut ()) -> Option<Ended> {
-        if encoded.is_null() {
-            None
-        } else if encoded.addr() & 1 == 1 {
-            // SAFETY: tagged only by `encode`, from a `&'static Location`.
-            Some(Ended::Here(unsafe {
-                &*encoded.map_addr(|a| a & !1).cast()
-            }))
-        } else {
-            Some(Ended::ByWalkOf(encoded.cast()))
-        }
+        tagged::decode::<Core, Location<'static>>(encoded).map(|either| match either {
+            Either::Left(root) => Ended::ByWalkOf(root),
+            // SAFETY: encoded only from a `&'static Location` (`encode`).
+            Either::Right(at) => Ended::Here(unsafe { &*at }),
+        })
     }
 }
 
@@ -258,9 +370,9 @@ impl Core {
         Core::build(Deadline::new(deadline), false, true, None, created)
     }
 
-    /// One struct expression, nothing written after it, so that it can be built straight
-    /// into the node's memory (a core built on the stack and copied measured a third of a
-    /// derivation, in stalled loads).
+    /// perf (bench instructions, CancelTree/depth=10/Root=OpenCanceler): one struct
+    /// expression, nothing written after it, so that it is built straight into the node's
+    /// memory rather than on the stack and copied.
     #[inline(always)]
     fn build(
         deadline: Deadline,
@@ -281,8 +393,7 @@ impl Core {
             deadline,
             created,
             owner: AtomicPtr::new(ptr::null_mut()),
-            prev: AtomicPtr::new(ptr::null_mut()),
-            next: AtomicPtr::new(ptr::null_mut()),
+            links: Links::new(),
             ended: AtomicPtr::new(ptr::null_mut()),
             cold: AtomicPtr::new(cold),
             inner: Mutex::new(Inner {
@@ -297,30 +408,73 @@ impl Core {
         self.deadline.get()
     }
 
-    /// The cold part, if it was made. `_locked` is our lock's data: holding it is what makes
-    /// the `&mut` exclusive.
-    pub(super) fn cold<'a>(&'a self, _locked: &'a mut Inner) -> Option<&'a mut Locked> {
-        let cold = self.cold.load(Relaxed); // set under the lock we hold
-        // SAFETY: `Locked` is only reached through here and `cold_or_make`, under our lock,
-        // which the caller holds (`_locked`); it lives as long as we do.
-        (!cold.is_null()).then(|| unsafe { &mut *(*cold).locked.get() })
+    /// Whether this is a merged node (`Context::merge`), whose value is a `Merged`.
+    #[inline]
+    pub(super) fn is_merged(&self) -> bool {
+        self.merged
     }
 
-    /// The cold part, made now if it was not yet; the caller holds our lock (`locked`).
-    pub(super) fn cold_or_make<'a>(&'a self, locked: &'a mut Inner) -> &'a mut Locked {
-        self.cold_part(locked);
-        self.cold(locked).expect("just made")
+    /// Whether this node armed a timer of its own (`WithDeadline` rather than `WithCancel`).
+    #[inline]
+    pub(super) fn has_own_deadline(&self) -> bool {
+        self.own_deadline
     }
 
-    /// The cold part itself (for the spread), made now if needed; under our lock.
-    pub(super) fn cold_part(&self, _locked: &mut Inner) -> &Cold {
-        let mut cold = self.cold.load(Relaxed);
-        if cold.is_null() {
-            cold = Box::into_raw(Box::new(Cold::new()));
-            self.cold.store(cold, Release);
+    /// The effective deadline, encoded: this node's own, or the nearest ancestor's.
+    #[inline]
+    pub(super) fn effective_deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Where the scope was created: a dropped scope's or a fired deadline's cause location.
+    #[inline]
+    pub(super) fn created(&self) -> &'static Location<'static> {
+        self.created
+    }
+
+    /// The core's slot in the timer driver, or `timer::NO_SLOT` (invariant 7: stable while
+    /// the caller holds the lock of the shard it names).
+    #[inline]
+    pub(super) fn timer_slot(&self) -> u32 {
+        self.timer_slot.load(Relaxed)
+    }
+
+    /// Records the core's slot in the timer driver.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the timer shard `slot` names (or, for `NO_SLOT`, of the
+    /// shard the old slot named; for a deadline on tokio's paused clock, `clock.rs`'s table
+    /// lock): invariant 7.
+    #[inline]
+    pub(super) unsafe fn set_timer_slot(&self, slot: u32) {
+        self.timer_slot.store(slot, Relaxed);
+    }
+
+    /// The state word itself, for `explored.rs`, which moves a live core between `LIVE` and
+    /// `EXPLORED` (feature `test-util`); everything else reads it through `err` / `is_done`.
+    #[cfg(feature = "test-util")]
+    #[inline]
+    pub(super) fn state_word(&self) -> &AtomicU8 {
+        &self.state
+    }
+
+    /// Takes this core's lock.
+    pub(super) fn lock(&self) -> Locked<'_> {
+        Locked {
+            core: self,
+            inner: lock(&self.inner),
         }
-        // SAFETY: made above or earlier, freed only with the core.
-        unsafe { &*cold }
+    }
+
+    /// Takes this core's lock; true too if another thread held it (it was contended).
+    pub(super) fn lock_contended(&self) -> (Locked<'_>, bool) {
+        let (inner, contended) = match self.inner.try_lock() {
+            Ok(inner) => (inner, false),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
+            Err(std::sync::TryLockError::WouldBlock) => (lock(&self.inner), true),
+        };
+        (Locked { core: self, inner }, contended)
     }
 
     /// The spread of children lists, if this core has one; no lock needed.
@@ -348,7 +502,9 @@ impl Core {
     }
 
     /// The state, with `Acquire` ordering once it is done (what invariant 1 needs: the cause
-    /// and the walk's work become visible), but `Relaxed` while live: a relaxed load does not
+    /// and the walk's work become visible), but `Relaxed` while live.
+    ///
+    /// perf (bench service, checkpoint_loop_1k): a relaxed load does not
     /// order the loads around it, so a loop that checks for cancellation keeps the context's
     /// other fields (its link, its kind) in registers rather than reloading them after every
     /// check.
@@ -365,31 +521,6 @@ impl Core {
         state
     }
 
-    /// [`err`](Core::err), after ending this core if its own deadline has passed and the
-    /// driver has not fired it yet: that deadline is due, so whoever sees it first ends it,
-    /// with what the driver would (`DeadlineExceeded`, the deadline's cause, and a waker's
-    /// panic discarded, not resumed). A waiter that polls after the deadline so never sees
-    /// the context live, however late the driver thread is scheduled. (Not under loom: there
-    /// every deadline is due at once, and the models check that the driver fires them.)
-    #[inline]
-    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
-        match self.err() {
-            None if self.own_deadline && !cfg!(ctx_loom) => self.expire_if_due(),
-            err => err,
-        }
-    }
-
-    /// The clock read and the walk, out of line: inlined, they made every `Done` poll's
-    /// code too large for its caller to build the `Done` in place (measured: a done
-    /// context's `done().now_or_never()` went from 2.4 to 7.6 ns).
-    #[inline(never)]
-    fn expire_if_due(&self) -> Option<Error> {
-        if self.deadline.nanos() <= Deadline::now().nanos() {
-            discard(walk::expire_core(self));
-        }
-        self.err()
-    }
-
     #[inline]
     pub(in crate::context) fn is_done(&self) -> bool {
         self.read_state() != LIVE
@@ -399,8 +530,7 @@ impl Core {
         let err = self.err()?;
         // SAFETY: the walk root is this core or an ancestor, alive while we are (invariant 3).
         let root = unsafe { &*self.walk_root() };
-        let mut inner = lock(&root.inner);
-        let stored = root.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        let stored = root.lock().cold().and_then(|cold| cold.cause.clone());
         Some(stored.unwrap_or(Cause::from(err)).at(Some(root.ended_at())))
     }
 
@@ -421,15 +551,11 @@ impl Core {
         }
     }
 
-    pub(super) fn as_ptr(&self) -> *mut Core {
-        self as *const Core as *mut Core
-    }
-
     /// Marks a new core done as its parent is. It is not yet shared and has no waiters,
     /// after-funcs or children; only the deadline driver may see it, if it was armed
     /// (invariant 7), so only then is the lock needed, to end it once.
     pub(super) fn born_done(&self, err: Error, root: *const Core) {
-        let _inner = self.own_deadline.then(|| lock(&self.inner));
+        let _locked = self.own_deadline.then(|| self.lock());
         if !is_live(self.state.load(Relaxed)) {
             return; // its deadline fired first: the driver ended it
         }
@@ -447,11 +573,11 @@ impl Core {
         slot: &mut Option<usize>,
         waker: &Waker,
     ) -> Option<Error> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if let Some(err) = self.err() {
             return Some(err); // a registration stays until the waiter drops (see `finish`)
         }
-        let waiters = &mut self.cold_or_make(&mut inner).waiters;
+        let waiters = &mut locked.cold_or_make().waiters;
         let replaced = match slot.and_then(|key| waiters.get_mut(key)) {
             Some(registered) if registered.will_wake(waker) => None,
             Some(registered) => Some(std::mem::replace(registered, waker.clone())),
@@ -460,42 +586,34 @@ impl Core {
                 None
             }
         };
-        drop(inner);
+        drop(locked);
         drop(replaced); // user code may run when a waker drops: never under our lock
         None
     }
 
     /// Forgets a waker registration (a `Done` dropped before its context ended).
     pub(in crate::context) fn deregister_waker(&self, key: usize) {
-        let mut inner = lock(&self.inner);
-        let removed = self
-            .cold(&mut inner)
-            .and_then(|cold| cold.waiters.remove(key));
-        drop(inner);
-        drop(removed); // outside the lock: a waker's drop is user code
+        let removed = self.lock().cold().and_then(|cold| cold.waiters.remove(key));
+        drop(removed); // outside the lock (the guard is gone): a waker's drop is user code
     }
 
     /// Registers `f` to run when this core is done; if it already is, returns `f` back.
     pub(in crate::context) fn register_after(&self, f: AfterFn) -> Result<usize, AfterFn> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if self.is_done() {
             return Err(f);
         }
-        Ok(self
-            .cold_or_make(&mut inner)
-            .on_end
-            .insert(OnEnd::AfterFunc(f)))
+        Ok(locked.cold_or_make().on_end.insert(OnEnd::AfterFunc(f)))
     }
 
     /// Removes a registered after-func; true if it had not run yet (it never will now).
     pub(in crate::context) fn deregister_after(&self, key: usize) -> bool {
         let removed = {
-            let mut inner = lock(&self.inner);
+            let mut locked = self.lock();
             if self.is_done() {
                 None
             } else {
-                self.cold(&mut inner)
-                    .and_then(|cold| cold.on_end.remove(key))
+                locked.cold().and_then(|cold| cold.on_end.remove(key))
             }
         };
         // `f`'s captures (a `CancelHandle`, say) may lock this very core when they drop:
@@ -505,75 +623,17 @@ impl Core {
 
     /// Registers a merged node to end when this core does; `Err` if it already has.
     pub(super) fn watch(&self, merged: WeakNode) -> Result<usize, WeakNode> {
-        let mut inner = lock(&self.inner);
+        let mut locked = self.lock();
         if self.is_done() {
             return Err(merged);
         }
-        Ok(self
-            .cold_or_make(&mut inner)
-            .on_end
-            .insert(OnEnd::Merge(merged)))
+        Ok(locked.cold_or_make().on_end.insert(OnEnd::Merge(merged)))
     }
 
     /// Forgets a merged node's registration (it is being dropped).
     pub(super) fn unwatch(&self, key: usize) {
-        let mut inner = lock(&self.inner);
-        let removed = self
-            .cold(&mut inner)
-            .and_then(|cold| cold.on_end.remove(key));
-        drop(inner);
+        let removed = self.lock().cold().and_then(|cold| cold.on_end.remove(key));
         drop(removed); // a `Weak`: freeing it runs no user code, but no need to hold the lock
-    }
-
-    /// Marks this core done, wakes its waiters, dispatches its after-funcs, hands its merged
-    /// nodes to `merges` (ended by the caller once its locks are released) and disarms its
-    /// timer. Called under the core's own lock, once (the caller checked the state). Returns
-    /// the cause it replaced, for the caller to drop after its locks (user code).
-    pub(super) fn finish(
-        &self,
-        inner: &mut Inner,
-        err: Error,
-        origin: &Origin,
-        panic: &mut Option<Panic>,
-        merges: &mut Vec<WeakNode>,
-    ) -> Option<Cause> {
-        let (ended, replaced) = match origin {
-            Origin::Own(cause, at) => {
-                let replaced = match (self.cold(inner), cause) {
-                    (Some(cold), _) => std::mem::replace(&mut cold.cause, cause.clone()),
-                    (None, Some(cause)) => {
-                        self.cold_or_make(inner).cause = Some(cause.clone());
-                        None
-                    }
-                    (None, None) => None,
-                };
-                (Ended::Here(at), replaced)
-            }
-            Origin::Preset => (Ended::Here(self.created), None),
-            Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
-        };
-        self.ended.store(ended.encode(), Relaxed);
-        self.state.store(state_of(err), Release);
-        if let Some(cold) = self.cold(inner) {
-            // Wake by reference: the wakers stay registered until their `Done` is dropped or
-            // the node is, so no waker (whose drop is user code) is dropped under this lock.
-            // A panicking waker is caught so the walk goes on (see the module docs).
-            for waker in cold.waiters.values() {
-                catch(panic, || waker.wake_by_ref());
-            }
-            if cold.on_end.has_slots() {
-                for entry in cold.on_end.take_all() {
-                    match entry {
-                        OnEnd::AfterFunc(f) => super::dispatch_after_func(f),
-                        OnEnd::Merge(merged) => merges.push(merged),
-                    }
-                }
-            }
-        }
-        if self.own_deadline {
-            timer::disarm(self);
-        }
-        replaced
     }
 }
 
@@ -581,7 +641,7 @@ impl Cold {
     fn new() -> Cold {
         Cold {
             spread: AtomicPtr::new(ptr::null_mut()),
-            locked: UnsafeCell::new(Locked::default()),
+            locked: UnsafeCell::new(ColdLocked::default()),
         }
     }
 
@@ -611,16 +671,16 @@ impl Drop for Core {
 
 impl Core {
     /// The cold part of a core no one else can reach (a node being freed).
-    pub(super) fn cold_mut(&mut self) -> Option<&mut Locked> {
+    pub(super) fn cold_mut(&mut self) -> Option<&mut ColdLocked> {
         let cold = self.cold.load(Relaxed);
         // SAFETY: `&mut self`: exclusive, and the cold part lives as long as we do.
         (!cold.is_null()).then(|| unsafe { (*cold).locked.get_mut() })
     }
 }
 
-/// The state an error ends a core in (also `Done`'s encoding of a ready error).
+/// The state an error ends a core in.
 #[inline]
-pub(in crate::context) fn state_of(err: Error) -> u8 {
+fn state_of(err: Error) -> u8 {
     match err {
         Error::Cancelled => CANCELLED,
         Error::DeadlineExceeded => DEADLINE,
@@ -639,7 +699,7 @@ pub(super) fn is_live(state: u8) -> bool {
 
 /// The error a state means: `None` while live.
 #[inline]
-pub(in crate::context) fn error_of(state: u8) -> Option<Error> {
+pub(super) fn error_of(state: u8) -> Option<Error> {
     match state {
         LIVE => None,
         CANCELLED => Some(Error::Cancelled),

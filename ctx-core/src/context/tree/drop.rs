@@ -3,16 +3,14 @@
 
 use std::cell::{Cell, RefCell};
 
-use std::sync::atomic::Ordering::Relaxed;
-
-use super::core::{OnEnd, is_live};
+use super::core::OnEnd;
 use super::{Kind, Link, Node, Panic, catch, children, resume, timer};
 
 impl<V: ?Sized> Drop for Node<V> {
     #[inline]
     fn drop(&mut self) {
         if let Kind::Cancel(core) = &mut self.kind {
-            if core.own_deadline {
+            if core.has_own_deadline() {
                 timer::disarm(core);
             }
             children::unlink(core); // invariant 4: before any field is dropped
@@ -20,7 +18,7 @@ impl<V: ?Sized> Drop for Node<V> {
             // reference and skipped the cancel (nothing could observe it). Its after-funcs
             // still count as observers: Go runs them once the context is done, and it is
             // done now. `&mut self`: no lock needed, no one else can reach this core.
-            let live = is_live(core.state.load(Relaxed));
+            let live = !core.is_done();
             if let Some(cold) = core.cold_mut()
                 && live
                 && cold.on_end.has_slots()

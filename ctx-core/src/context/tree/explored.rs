@@ -29,7 +29,7 @@ pub(in crate::context) fn check(
     ctx: &Context,
     at: &'static Location<'static>,
 ) -> Option<Error> {
-    let state = core.state.load(Relaxed);
+    let state = core.state_word().load(Relaxed);
     if state == LIVE {
         return None;
     }
@@ -50,13 +50,13 @@ fn point(core: &Core, ctx: &Context, at: &'static Location<'static>) -> Option<E
 /// Marks a new root's core explored (the explorer's own context, not yet shared).
 pub(in crate::context) fn mark(core: &Core) {
     let _ = core
-        .state
+        .state_word()
         .compare_exchange(LIVE, EXPLORED, Relaxed, Relaxed);
 }
 
 /// Whether `core` is live and explored.
 pub(in crate::context) fn is_explored(core: &Core) -> bool {
-    core.state.load(Relaxed) == EXPLORED
+    core.state_word().load(Relaxed) == EXPLORED
 }
 
 /// A new node derived from `parent`: explored, if it has a core of its own and `parent`'s
@@ -64,8 +64,8 @@ pub(in crate::context) fn is_explored(core: &Core) -> bool {
 #[inline]
 pub(super) fn inherit(parent: &Link, kind: &Kind) {
     if let (Kind::Cancel(core), Some(parent)) = (kind, parent.core())
-        && parent.state.load(Relaxed) == EXPLORED
+        && parent.state_word().load(Relaxed) == EXPLORED
     {
-        core.state.store(EXPLORED, Relaxed);
+        core.state_word().store(EXPLORED, Relaxed);
     }
 }

@@ -1,5 +1,5 @@
 //! The cancellation tree and the deadline driver: the whole algorithm, behind the thin
-//! handles of `context.rs`, `scope.rs`, `after.rs` and `wait.rs`.
+//! handles of `handle.rs`, `scope.rs`, `after.rs` and `wait.rs`.
 //!
 //! Every derived context is one [`Node`] in one heap allocation (an `Arc`; for a node with no
 //! value, often one this thread kept from a cancel node it freed, see `recycle.rs`), holding its
@@ -9,38 +9,45 @@
 //! after-funcs and the list of cancellable children. Value nodes point at the `Core` of their
 //! nearest cancellable ancestor; `without_cancel` nodes and the roots have none.
 //!
+//! Leaves first; each file imports only from those above it in this table, but for the
+//! cycles that remain between `core.rs`, `children.rs` and `timer.rs` (a core holds its
+//! children list and spread, and disarms its timer when it ends).
+//!
 //! | file | holds |
 //! | --- | --- |
-//! | `mod.rs` | nodes, links, derivation |
-//! | `core.rs` | a node's [`Core`]: state, cause, waiters, after-funcs |
+//! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//! | `core.rs` | a node's [`Core`]: state (behind accessors), cause, waiters, after-funcs; its lock's guard, `Locked` |
 //! | `children.rs` | the lists of children: a core's own, and its spread once contended |
-//! | `walk.rs` | the cancel walk |
-//! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
-//! | `recycle.rs` | a thread's emptied cancel nodes, kept for its next derivations |
 //! | `timer.rs` | the deadline driver |
+//! | `walk.rs` | the cancel walk, and a due deadline ended by whoever sees it |
+//! | `drop.rs` | dropping nodes: unlink, after-funcs of a scope nobody can observe, no recursion |
 //! | `clock.rs` | feature `test-util`: deadlines on tokio's paused clock |
 //! | `explored.rs` | feature `test-util`: the `EXPLORED` state, a check's way to the explorer |
-//! | `after_pool.rs` | the threads that run after-funcs |
-//! | `slab.rs` | the slab behind waiters, after-funcs and timer slots |
+//! | `after_pool.rs` | the threads that run after-funcs (at most 64) |
+//! | `recycle.rs` | emptied cancel nodes, kept for the next derivations (bounded process-wide) |
+//! | `mod.rs` | nodes, links, derivation |
+//! | `chain.rs` | what a chain says about itself: its values, how it prints |
 //!
 //! # Invariants
 //!
 //! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
-//!    the core's own lock, after the cause (or `cause_from`) is stored. Readers need no lock:
+//!    the core's own lock, after how it ended (`Core::ended`: its cause's place, or the
+//!    root of the walk that ended it) is stored. Readers need no lock:
 //!    one load tells done or not, and once it reads done, an `Acquire` fence after it makes
 //!    the cause visible (`Core::read_state`; while live the load is `Relaxed`, so a loop
 //!    that checks for cancellation does not reload the context's other fields).
 //! 2. **List links.** A core's children form intrusive doubly-linked lists: its own, whose
 //!    head is in its `Inner`, and, once derivations from it contended, one per shard of its
-//!    spread (`children.rs`). Every link of a child (`prev`, `next`, `owner`) is read and
-//!    written only under the lock of the list named by the child's `owner` (the core's own
-//!    lock, or the shard's); `owner` moves from one list to another only while both lists'
-//!    locks are held, and becomes null (in no list) only as the last access by whoever
-//!    unlinked it.
+//!    spread (`children.rs`). Every link of a child (its `Links`, `list.rs`, and `owner`)
+//!    is read and written only under the lock of the list named by the child's `owner` (the
+//!    core's own lock, or the shard's); `owner` moves from one list to another only while
+//!    both lists' locks are held, and becomes null (in no list) only as the last access by
+//!    whoever unlinked it.
 //! 3. **Owners are ancestors.** A child's owner is always one of its ancestors (or a shard
 //!    of one, which lives as long as it), so the
 //!    child's chain of `parent` references keeps its owner alive: reading `owner` and locking
-//!    it is always safe. Likewise `cause_from` and a value node's `core` point at ancestors,
+//!    it is always safe. Likewise a walk root named in `Core::ended` and a value node's
+//!    `core` point at ancestors,
 //!    and a merged node holds its second parent (`Merged::other`), so the core it is
 //!    registered with outlives the registration.
 //! 4. **Unlink before free.** A node disarms its timer and unlinks itself from its owner in
@@ -55,7 +62,7 @@
 //!    its attach (invariant 7). It has no children; a walk skips it, its drop unlinks it.
 //! 6. **A walk holds its root.** A cancel walk holds the lock of the core it started at (its
 //!    root) from marking it done until every descendant is done, and every core it ends
-//!    records that root in `cause_from`. A cancel that finds a core already done waits on
+//!    records that root in `Core::ended`. A cancel that finds a core already done waits on
 //!    that root's lock before returning, so *every* cancel returns only once the whole
 //!    subtree is done, not only the one that won.
 //! 7. **Timer slots.** `Core::timer_slot` is written only under its shard's lock (for a
@@ -103,6 +110,7 @@
 //! whoever prints it.
 
 mod after_pool;
+mod chain;
 mod children;
 #[cfg(feature = "test-util")]
 pub(in crate::context) mod clock;
@@ -110,8 +118,11 @@ mod core;
 mod drop;
 #[cfg(feature = "test-util")]
 pub(in crate::context) mod explored;
+pub(in crate::context) mod list;
 pub(in crate::context) mod recycle;
+pub(in crate::context) mod shard;
 mod slab;
+mod tagged;
 pub(in crate::context) mod timer;
 mod walk;
 
@@ -124,10 +135,12 @@ use std::time::Instant;
 use crate::context::error::{Cause, Error};
 
 pub(in crate::context) use self::after_pool::dispatch as dispatch_after_func;
+#[cfg(feature = "debug-tree")]
+pub(in crate::context) use self::chain::root_name;
 #[cfg(any(test, ctx_loom))]
 pub(in crate::context) use self::children::spread_now;
 use self::core::Deadline;
-pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline, error_of, state_of};
+pub(in crate::context) use self::core::{AfterFn, Core, OwnDeadline};
 #[cfg(test)]
 pub(in crate::context) use self::{
     children::{child_count, is_spread},
@@ -142,18 +155,16 @@ pub(in crate::context) type WeakNode = std::sync::Weak<Node<dyn Any + Send + Syn
 /// A panic payload caught inside the tree, to resume once its locks are released.
 pub(in crate::context) type Panic = Box<dyn Any + Send + 'static>;
 
-/// What a `Context` is: a root, or a derived node. (16 bytes: the root's tag lives beside
-/// the node pointer's null niche.)
+/// What a `Context` is: a root, or a derived node (16 bytes: the node pointer, or the
+/// root's tag beside it).
 #[derive(Clone)]
 pub(in crate::context) enum Link {
     Root(Root),
     Node(NodeRef),
 }
 
-/// The two roots. A whole word (beside the node pointer's null niche): stored as a byte, it
-/// was read back inside the 8-byte loads that copy a `Link`, which wait for the store.
+/// The two roots.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
 pub(in crate::context) enum Root {
     Background,
     Todo,
@@ -221,7 +232,9 @@ impl Node<dyn Any + Send + Sync> {
     /// The second parent, for a merged node.
     pub(in crate::context) fn merged(&self) -> Option<&Merged> {
         match &self.kind {
-            Kind::Cancel(core) if core.merged => (&self.value as &dyn Any).downcast_ref::<Merged>(),
+            Kind::Cancel(core) if core.is_merged() => {
+                (&self.value as &dyn Any).downcast_ref::<Merged>()
+            }
             _ => None,
         }
     }
@@ -287,19 +300,21 @@ impl Link {
         created: &'static Location<'static>,
     ) -> Arc<Node<V>> {
         let _ = created; // kept by `debug-tree` only (cancel nodes keep theirs in the core)
-        // Allocate first, then build the node in place: `Arc::new` builds it on the stack and
-        // copies it over, `new_cyclic` ends with a locked increment that waits for every
-        // store before it, and `Arc::get_mut` locks the weak count to prove what we know,
-        // that a new `Arc` is unique (each measured at a third of a derivation, or more).
+        // perf (bench instructions, CancelTree/depth=10/Root=OpenCanceler): allocate first,
+        // then write each field in place: `Arc::new` builds the node on the stack and copies
+        // it over, `new_cyclic` ends with a locked increment that waits for every store
+        // before it, and `Arc::get_mut` locks the weak count to prove what we know, that a
+        // new `Arc` is unique.
         // A kept block of this thread's, if `V` is `()` (`recycle.rs`), else a new one.
+        // Every field is written, one by one (a whole `Node` written at once is built on
+        // the stack first and copied).
         let uninit = recycle::take::<V>().unwrap_or_else(Arc::<Node<V>>::new_uninit);
         let slot = Arc::as_ptr(&uninit).cast_mut().cast::<Node<V>>();
-        // SAFETY: `uninit` was just made, or was kept empty and unique (`recycle.rs`,
-        // invariants 1 and 2), so there is no other `Arc` or `Weak` and no reference to its
+        // SAFETY: `uninit` was just made, or was kept empty and unique (recycling invariants
+        // 1 and 2, `recycle.rs`), so there is no other `Arc` or `Weak` and no reference to its
         // value: the memory `slot` points at is ours alone (what `Arc::get_mut` would
         // check), and `Arc::as_ptr` derives it from the allocation, not from a shared
-        // reference, so it may be written. Every field is written, one by one (a
-        // whole `Node` written at once is built on the stack first and copied).
+        // reference, so it may be written.
         let node = unsafe {
             (&raw mut (*slot).parent).write(self.clone());
             (&raw mut (*slot).keys).write(keys);
@@ -319,14 +334,14 @@ impl Link {
     /// A cancellable child with no deadline of its own (`with_cancel`): the hot derivation,
     /// one body, with no `Option` argument to pass through memory.
     ///
-    /// Every derivation returns its node, not a [`Link`]: a fat pointer comes back in two
-    /// registers, where a `Link` (an enum with a second payload) comes back through memory,
-    /// and a caller that moves it on (into a `Vec`, a struct) reads it back in one load that
-    /// waits for both stores (measured at a tenth of a ten-deep chain). The public
-    /// functions wrap the node inline, in the caller's frame.
+    /// perf (bench instructions, CancelTree/depth=10/Root=OpenCanceler): every derivation
+    /// returns its node, not a [`Link`]: a fat pointer comes back in two registers, where a
+    /// `Link` (an enum with a second payload) comes back through memory, and a caller that
+    /// moves it on (into a `Vec`, a struct) reads it back in one load that waits for both
+    /// stores. The public functions wrap the node inline, in the caller's frame.
     pub(in crate::context) fn derive_child(&self, created: &'static Location<'static>) -> NodeRef {
         let parent = self.core();
-        let deadline = parent.map_or(Deadline::NONE, |parent| parent.deadline);
+        let deadline = parent.map_or(Deadline::NONE, Core::effective_deadline);
         let core = || Kind::Cancel(Core::new(deadline, false, None, created));
         let child: NodeRef = self.derive(self.keys(), core, (), created);
         if let (Some(parent), Some(core)) = (parent, child.core()) {
@@ -346,7 +361,9 @@ impl Link {
     ) -> NodeRef {
         let parent = self.core();
         let own = own.filter(|own| {
-            parent.is_none_or(|p| p.deadline.is_none() || p.deadline.nanos() >= own.at.nanos())
+            parent.is_none_or(|p| {
+                p.effective_deadline().is_none() || p.effective_deadline().nanos() >= own.at.nanos()
+            })
         });
         let Some(OwnDeadline { at, now }) = own else {
             // A plain cancel child (`cause` is only ever reported for a deadline of its own).
@@ -459,7 +476,7 @@ impl Link {
     /// Where this cancellable context was created (for a scope's drop).
     pub(in crate::context) fn created(&self) -> Option<&'static Location<'static>> {
         match self.node().map(|node| &node.kind) {
-            Some(Kind::Cancel(core)) => Some(core.created),
+            Some(Kind::Cancel(core)) => Some(core.created()),
             _ => None,
         }
     }

@@ -8,13 +8,15 @@
 //! next node this thread derives with a `()` value (a cancel, deadline or `without_cancel`
 //! node) is built in it.
 //!
-//! Why: with many contexts alive, the order a general-purpose allocator hands freed blocks
+//! perf (bench service, with_timeout_100k and 1k): with many contexts alive, the order a general-purpose allocator hands freed blocks
 //! back in decides how many cache misses building and dropping the next ones take (glibc's
 //! fast bins and tcache reverse runs of them), and its free path reads the neighbouring
 //! block. A per-thread LIFO list costs a load and a store, and hands back the memory this
 //! thread touched last.
 //!
 //! # Invariants
+//!
+//! Cited as "recycling invariant N" (the tree's own list is in `tree/mod.rs`).
 //!
 //! 1. **Only unique, plain nodes are kept.** A node is kept only if it is a `Kind::Cancel`
 //!    node that is not merged, which `derive_child` and `derive_cancel` make as an
@@ -24,28 +26,90 @@
 //!    released first). Nothing can then reach the memory but us.
 //! 2. **A kept block is empty.** Its node was dropped in place before it was kept; a kept
 //!    block is an `Arc<MaybeUninit<Node<()>>>` whose first word links the next kept block.
-//! 3. **Bounded.** A thread keeps at most [`KEEP`] blocks; past that, a freed node goes back
-//!    to the allocator as usual. The list is freed when the thread exits.
+//! 3. **Bounded, process-wide.** A thread keeps at most as many blocks as its quota, and its
+//!    quota is at most [`PER_THREAD`] blocks, granted in chunks of [`CHUNK`] from one
+//!    process-wide budget of [`BUDGET_BLOCKS`]: the sum of all quotas never exceeds it,
+//!    however many threads there are. A thread whose kept blocks fall two chunks below its
+//!    quota gives a chunk back; a thread that exits frees its blocks and gives its whole
+//!    quota back. Past its quota (or with no budget left), a freed node goes back to the
+//!    allocator as usual.
+//!
+//! At the release build's node size (about 120 bytes) the budget is about 2 MiB for the
+//! whole process; a thread keeps at most about 120 KiB. A thread's quota covers a request
+//! loop that keeps up to a thousand scopes alive at once (`service`'s 1k row), where reuse
+//! pays most; beyond that, freed nodes go back to the allocator.
 
 use std::any::TypeId;
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Kind, Node, NodeRef, timer};
 
-/// An empty node allocation (invariant 2).
+/// An empty node allocation (recycling invariant 2).
 type Blank = MaybeUninit<Node<()>>;
 
-/// The most blocks a thread keeps (invariant 3): at 120 bytes a block, 15 MiB at most.
-pub(in crate::context) const KEEP: usize = 1 << 17;
-const _: () = assert!(KEEP == 131_072, "`CancelScope`'s docs give this figure");
+/// The most blocks one thread keeps (recycling invariant 3). Small under loom, so that the
+/// models run out of quota and budget and take every path.
+#[cfg(not(ctx_loom))]
+pub(in crate::context) const PER_THREAD: usize = 1_024;
+#[cfg(ctx_loom)]
+pub(in crate::context) const PER_THREAD: usize = 2;
+
+/// The quota a thread takes from, or gives back to, the budget at once.
+#[cfg(not(ctx_loom))]
+const CHUNK: usize = 128;
+#[cfg(ctx_loom)]
+const CHUNK: usize = 1;
+
+/// The most blocks all threads together keep (recycling invariant 3).
+#[cfg(not(ctx_loom))]
+pub(in crate::context) const BUDGET_BLOCKS: usize = 16_384;
+#[cfg(ctx_loom)]
+pub(in crate::context) const BUDGET_BLOCKS: usize = 3;
+
+const _: () = assert!(PER_THREAD.is_multiple_of(CHUNK) && BUDGET_BLOCKS >= CHUNK);
+#[cfg(not(ctx_loom))]
+const _: () = assert!(
+    PER_THREAD == 1_024 && BUDGET_BLOCKS == 16_384,
+    "`CancelScope`'s docs and the README give these figures"
+);
+
+/// The blocks no thread has a quota for.
+///
+/// std's atomic in the loom build too: it publishes no memory (a count, `Relaxed`), and a
+/// thread gives its quota back when its thread-locals are dropped, which loom does for a
+/// model's main thread after it has torn down the model's statics. Loom's threads run one at
+/// a time, so the count is exact there and is whole again when each model ends.
+fn budget() -> &'static std::sync::atomic::AtomicUsize {
+    static BUDGET: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(BUDGET_BLOCKS);
+    &BUDGET
+}
+
+/// Takes a chunk of quota from the budget, if it has one.
+fn grant() -> bool {
+    let budget = budget();
+    let mut left = budget.load(Relaxed);
+    loop {
+        if left < CHUNK {
+            return false;
+        }
+        match budget.compare_exchange_weak(left, left - CHUNK, Relaxed, Relaxed) {
+            Ok(_) => return true,
+            Err(now) => left = now,
+        }
+    }
+}
 
 /// This thread's kept blocks: a LIFO list threaded through their first words.
 struct Kept {
     head: Cell<*const Blank>,
     len: Cell<usize>,
+    /// How many blocks this thread may keep: granted from the budget, at most `PER_THREAD`.
+    quota: Cell<usize>,
 }
 
 impl Drop for Kept {
@@ -53,33 +117,53 @@ impl Drop for Kept {
         while let Some(blank) = self.pop() {
             drop(blank);
         }
+        budget().fetch_add(self.quota.replace(0), Relaxed);
     }
 }
 
 impl Kept {
+    const fn new() -> Kept {
+        Kept {
+            head: Cell::new(ptr::null()),
+            len: Cell::new(0),
+            quota: Cell::new(0),
+        }
+    }
+
     fn pop(&self) -> Option<Arc<Blank>> {
         let head = self.head.get();
         if head.is_null() {
             return None;
         }
         // SAFETY: `head` came from `Arc::into_raw` in `push`, and its first word holds the
-        // next block's pointer (invariant 2); the list owns that reference, now ours.
-        unsafe {
+        // next block's pointer (recycling invariant 2); the list owns that reference, now
+        // ours.
+        let blank = unsafe {
             self.head.set(head.cast::<*const Blank>().read());
-            self.len.set(self.len.get() - 1);
-            Some(Arc::from_raw(head))
+            Arc::from_raw(head)
+        };
+        let len = self.len.get() - 1;
+        self.len.set(len);
+        if len + 2 * CHUNK <= self.quota.get() {
+            self.quota.set(self.quota.get() - CHUNK);
+            budget().fetch_add(CHUNK, Relaxed);
         }
+        Some(blank)
     }
 
-    /// Keeps `blank` (empty and unique: invariants 1 and 2), or gives it back if the list
-    /// is full.
+    /// Keeps `blank` (empty and unique: recycling invariants 1 and 2), or gives it back if
+    /// this thread's quota is full and cannot grow (recycling invariant 3).
     fn push(&self, blank: Arc<Blank>) -> Result<(), Arc<Blank>> {
-        if self.len.get() >= KEEP {
-            return Err(blank);
+        let len = self.len.get();
+        if len >= self.quota.get() {
+            if self.quota.get() >= PER_THREAD || !grant() {
+                return Err(blank);
+            }
+            self.quota.set(self.quota.get() + CHUNK);
         }
-        // SAFETY: the block is empty and ours alone (invariants 1, 2), and `Arc::as_ptr`
-        // derives the pointer from the allocation, so it may be written; a `Node<()>` is
-        // pointer-aligned and larger than a pointer.
+        // SAFETY: the block is empty and ours alone (recycling invariants 1, 2), and
+        // `Arc::as_ptr` derives the pointer from the allocation, so it may be written; a
+        // `Node<()>` is pointer-aligned and larger than a pointer.
         unsafe {
             Arc::as_ptr(&blank)
                 .cast_mut()
@@ -87,24 +171,25 @@ impl Kept {
                 .write(self.head.get());
         }
         self.head.set(Arc::into_raw(blank));
-        self.len.set(self.len.get() + 1);
+        self.len.set(len + 1);
         Ok(())
     }
 }
 
-thread_local! {
-    static KEPT: Kept = const {
-        Kept {
-            head: Cell::new(ptr::null()),
-            len: Cell::new(0),
-        }
-    };
+#[cfg(not(ctx_loom))]
+std::thread_local! {
+    static KEPT: Kept = const { Kept::new() };
+}
+
+#[cfg(ctx_loom)]
+loom::thread_local! {
+    static KEPT: Kept = Kept::new();
 }
 
 /// An empty allocation for a `Node<V>`: a kept one if `V` is `()` and this thread has one.
 #[inline]
 pub(super) fn take<V: 'static>() -> Option<Arc<MaybeUninit<Node<V>>>> {
-    if cfg!(ctx_loom) || TypeId::of::<V>() != TypeId::of::<()>() {
+    if TypeId::of::<V>() != TypeId::of::<()>() {
         return None;
     }
     let blank = KEPT.try_with(Kept::pop).ok().flatten()?;
@@ -113,18 +198,19 @@ pub(super) fn take<V: 'static>() -> Option<Arc<MaybeUninit<Node<V>>>> {
 }
 
 /// Frees `node`, the last reference a scope or context held, keeping its memory for reuse
-/// if it is a plain cancel node that nothing else references (invariant 1).
+/// if it is a plain cancel node that nothing else references (recycling invariant 1).
 pub(in crate::context) fn release(node: NodeRef) {
     let Kind::Cancel(core) = &node.kind else {
         return drop(node);
     };
-    if cfg!(ctx_loom) || core.merged {
+    if core.is_merged() {
         return drop(node);
     }
-    if core.own_deadline {
+    if core.has_own_deadline() {
         timer::disarm(core); // the timer's weak reference goes (its drop would do the same)
     }
-    // SAFETY: a cancel node that is not merged was made as an `Arc<Node<()>>` (invariant 1).
+    // SAFETY: a cancel node that is not merged was made as an `Arc<Node<()>>` (recycling
+    // invariant 1).
     let mut node = unsafe { Arc::from_raw(Arc::into_raw(node).cast::<Node<()>>()) };
     if Arc::get_mut(&mut node).is_none() {
         return drop(node); // the deadline driver holds it: it is firing it right now
@@ -142,9 +228,15 @@ pub(in crate::context) fn release(node: NodeRef) {
 }
 
 /// How many blocks this thread keeps.
-#[cfg(test)]
+#[cfg(any(test, ctx_loom))]
 pub(in crate::context) fn kept() -> usize {
     KEPT.with(|kept| kept.len.get())
+}
+
+/// How many blocks no thread has a quota for.
+#[cfg(ctx_loom)]
+pub(in crate::context) fn budget_left() -> usize {
+    budget().load(Relaxed)
 }
 
 #[cfg(test)]
@@ -152,7 +244,7 @@ mod tests {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::time::Duration;
 
-    use super::{KEEP, kept};
+    use super::{PER_THREAD, kept};
     use crate::{Context, ContextKey};
 
     /// Where a context's core lives: the identity of its node's memory.
@@ -160,8 +252,18 @@ mod tests {
         ctx.core().expect("a cancellable context")
     }
 
+    /// One recycling test at a time: the budget is process-wide, and one of them uses it all.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `f` on a thread of its own, whose list starts empty.
     fn on_a_new_thread(f: impl FnOnce() + Send + 'static) {
+        let _serial = serial();
         std::thread::spawn(f)
             .join()
             .expect("the test thread panicked");
@@ -308,17 +410,62 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_keeps_at_most_keep_blocks() {
+    fn a_thread_keeps_at_most_its_quota() {
         on_a_new_thread(|| {
             let bg = Context::background();
-            let scopes: Vec<_> = (0..KEEP + 10).map(|_| bg.with_cancel()).collect();
+            let scopes: Vec<_> = (0..PER_THREAD + 10).map(|_| bg.with_cancel()).collect();
             drop(scopes);
-            assert_eq!(kept(), KEEP);
+            // Other tests' threads hold parts of the budget: at most a full quota, and some.
+            assert!(kept() <= PER_THREAD && kept() > 0, "kept {}", kept());
+            // Taking them back gives quota back to the budget, chunk by chunk.
+            let again: Vec<_> = (0..PER_THREAD + 10).map(|_| bg.with_cancel()).collect();
+            assert_eq!(kept(), 0);
+            drop(again);
         });
     }
 
     #[test]
+    fn the_budget_bounds_what_all_threads_keep() {
+        // Threads that each free a full quota and stay alive until all have: together they
+        // keep no more than the budget, however many there are.
+        let _serial = serial();
+        let threads = super::BUDGET_BLOCKS / PER_THREAD + 4;
+        let freed = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+        let exit = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (freed, exit, tx) = (freed.clone(), exit.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let bg = Context::background();
+                    drop(
+                        (0..PER_THREAD)
+                            .map(|_| bg.with_cancel())
+                            .collect::<Vec<_>>(),
+                    );
+                    tx.send(kept()).unwrap();
+                    freed.wait();
+                    exit.wait();
+                })
+            })
+            .collect();
+        freed.wait();
+        let total: usize = rx.iter().take(threads).sum();
+        assert!(
+            total <= super::BUDGET_BLOCKS,
+            "{threads} threads keep {total} blocks"
+        );
+        exit.wait();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+
+    #[test]
     fn scopes_dropped_while_their_deadlines_fire_are_freed_either_way() {
+        let _timers = crate::context::unit_tests::TIMER_COUNT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         on_a_new_thread(|| {
             let bg = Context::background();
             for i in 0..20_000u64 {
@@ -326,7 +473,7 @@ mod tests {
                 // them (holding a reference) as they are dropped.
                 drop(bg.with_timeout(Duration::from_nanos(i % 5_000)));
             }
-            assert!(kept() >= 1 && kept() <= KEEP);
+            assert!(kept() <= PER_THREAD);
         });
     }
 }

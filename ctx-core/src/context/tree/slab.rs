@@ -9,7 +9,13 @@ pub(in crate::context) struct Slab<T> {
     entries: Vec<Entry<T>>,
     /// Head of the free list threaded through vacant entries; `entries.len()` when empty.
     next_free: usize,
+    /// Occupied entries.
+    len: usize,
 }
+
+/// A slab whose last entry is removed releases its buffer if it held more than this many
+/// entries (a long-lived core that once had many waiters does not keep their room).
+const KEEP_ENTRIES: usize = 64;
 
 enum Entry<T> {
     Occupied(T),
@@ -27,10 +33,26 @@ impl<T> Slab<T> {
         Slab {
             entries: Vec::new(),
             next_free: 0,
+            len: 0,
         }
     }
 
+    /// An empty slab with room for `capacity` entries.
+    pub(in crate::context) fn with_capacity(capacity: usize) -> Self {
+        Slab {
+            entries: Vec::with_capacity(capacity),
+            next_free: 0,
+            len: 0,
+        }
+    }
+
+    /// How many entries it has room for without growing.
+    pub(in crate::context) fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
     pub(in crate::context) fn insert(&mut self, value: T) -> usize {
+        self.len += 1;
         let key = self.next_free;
         if key == self.entries.len() {
             self.entries.push(Entry::Occupied(value));
@@ -65,6 +87,12 @@ impl<T> Slab<T> {
         match std::mem::replace(entry, Entry::Vacant(self.next_free)) {
             Entry::Occupied(value) => {
                 self.next_free = key;
+                self.len -= 1;
+                if self.len == 0 && self.entries.capacity() > KEEP_ENTRIES {
+                    // No key is held any more: the buffer can go.
+                    self.entries = Vec::new();
+                    self.next_free = 0;
+                }
                 Some(value)
             }
             Entry::Vacant(_) => unreachable!("checked above"),
@@ -82,6 +110,7 @@ impl<T> Slab<T> {
     /// Takes every value out, leaving the slab empty (and its buffer released).
     pub(in crate::context) fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.next_free = 0;
+        self.len = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
             .filter_map(|entry| match entry {
@@ -90,12 +119,10 @@ impl<T> Slab<T> {
             })
     }
 
+    /// How many entries are occupied.
     #[cfg(test)]
     pub(in crate::context) fn len(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e, Entry::Occupied(_)))
-            .count()
+        self.len
     }
 }
 
@@ -119,5 +146,17 @@ mod tests {
         assert_eq!(all, ['b', 'c']);
         assert_eq!(slab.len(), 0);
         assert_eq!(slab.remove(99), None);
+    }
+
+    #[test]
+    fn an_emptied_slab_releases_a_large_buffer() {
+        let mut slab = Slab::new();
+        let keys: Vec<_> = (0..1000).map(|i| slab.insert(i)).collect();
+        assert!(slab.capacity() >= 1000);
+        for key in keys {
+            slab.remove(key);
+        }
+        assert_eq!((slab.len(), slab.capacity()), (0, 0));
+        assert_eq!(slab.insert(7), 0, "keys start again from 0");
     }
 }

@@ -12,6 +12,11 @@
 //! once they are half the heap it is rebuilt without them, so a long-lived process with
 //! many short-lived requests never accumulates dead timers (amortized O(1) per disarm).
 //!
+//! The tables give memory back: once fewer than an eighth of their room is in use, and they
+//! have room for more than [`FLOOR`] entries, they are rebuilt at twice their live size
+//! (the live slots renumbered, each core's `timer_slot` rewritten under the shard's lock,
+//! as invariant 7 asks). A burst of a million deadlines, once over, leaves a few KiB.
+//!
 //! There is one heap per shard, and each thread arms into its own shard (as Go keeps a
 //! timer heap per P), so threads deriving deadlines in parallel do not contend on one lock.
 //! The driver scans the shards for the earliest deadline. Invariants 4, 7 and 8 of the tree
@@ -24,7 +29,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use super::core::Deadline;
@@ -35,8 +40,7 @@ use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, lock};
 /// `Core::timer_slot` when the core has no pending timer.
 pub(in crate::context) const NO_SLOT: u32 = u32::MAX;
 
-/// Shards: a power of two, so the slot encoding is a shift.
-const SHARDS: usize = 8;
+use super::shard::SHARDS;
 
 struct Driver {
     shards: [Shard; SHARDS],
@@ -61,8 +65,19 @@ struct Driver {
 #[repr(align(128))]
 struct Shard(Mutex<Timers>);
 
-#[derive(Default)]
+/// The room (in entries) below which a shard's tables are never shrunk. Small under loom, so
+/// that the models shrink them.
+#[cfg(not(ctx_loom))]
+const FLOOR: usize = 1024;
+#[cfg(ctx_loom)]
+const FLOOR: usize = 2;
+
 struct Timers {
+    /// Which shard this is (for the slot encoding).
+    shard: usize,
+    /// The room below which the tables are not shrunk: [`FLOOR`]; never, in the unit tests
+    /// of the heap, whose slots name no node.
+    floor: usize,
     /// A min-heap on `at`; entries whose slot is dead are skipped when they surface.
     heap: Vec<Entry>,
     /// One per heap entry, dead or alive: a slot is freed with its entry, so a key in the
@@ -97,7 +112,7 @@ unsafe fn core_of(node: &Weak<Node<()>>) -> &Core {
 impl Driver {
     fn new() -> Driver {
         Driver {
-            shards: std::array::from_fn(|_| Shard(Mutex::new(Timers::default()))),
+            shards: std::array::from_fn(|shard| Shard(Mutex::new(Timers::new(shard, FLOOR)))),
             epoch: AtomicU64::new(0),
             next_wake: AtomicU64::new(u64::MAX),
             sleep: Mutex::new(false),
@@ -123,24 +138,9 @@ fn driver() -> &'static Driver {
     &DRIVER
 }
 
-/// This thread's shard.
-fn my_shard() -> usize {
-    if cfg!(ctx_loom) {
-        return 0; // loom's threads share OS threads; one shard keeps the model deterministic
-    }
-    use std::cell::Cell;
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD
-        .try_with(|shard| {
-            if shard.get() == usize::MAX {
-                shard.set(NEXT.fetch_add(1, Relaxed) % SHARDS);
-            }
-            shard.get()
-        })
-        .unwrap_or(0)
+/// `Core::timer_slot` for `slot` of `shard`.
+fn encode(slot: usize, shard: usize) -> u32 {
+    u32::try_from(slot * SHARDS + shard).expect("fewer than 500 million armed deadlines per shard")
 }
 
 /// `at` as `next_wake` holds it.
@@ -162,13 +162,12 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
         return; // on tokio's paused clock
     }
     let driver = driver();
-    let shard = my_shard();
-    let at = core.deadline.nanos();
+    let shard = super::shard::mine();
+    let at = core.effective_deadline().nanos();
     let first = {
         let mut timers = lock(&driver.shards[shard].0);
         let slot = timers.slots.insert(Some(std::sync::Arc::downgrade(node)));
-        let encoded = u32::try_from(slot * SHARDS + shard)
-            .expect("fewer than 500 million armed deadlines per shard");
+        let encoded = encode(slot, shard);
         let entry = Entry {
             at,
             slot: slot as u32, // fits: `encoded` does
@@ -176,7 +175,8 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
         timers.heap.push(entry);
         let last = timers.heap.len() - 1;
         let pos = timers.sift_up(last, entry);
-        core.timer_slot.store(encoded, Relaxed);
+        // SAFETY: under the lock of the shard `encoded` names.
+        unsafe { core.set_timer_slot(encoded) };
         pos == 0
     };
     if first {
@@ -194,19 +194,20 @@ pub(super) fn arm(core: &Core, node: &std::sync::Arc<Node<()>>) {
 
 /// Removes `core`'s pending deadline, if it has one.
 pub(super) fn disarm(core: &Core) {
-    if core.timer_slot.load(Relaxed) == NO_SLOT {
+    if core.timer_slot() == NO_SLOT {
         return; // never armed, or already fired (a stale read is re-checked under the lock)
     }
     #[cfg(feature = "test-util")]
     if super::clock::disarm(core) {
         return; // it was on tokio's paused clock
     }
-    let shard = core.timer_slot.load(Relaxed) as usize % SHARDS;
+    let shard = core.timer_slot() as usize % SHARDS;
     let mut timers = lock(&driver().shards[shard].0);
-    let encoded = core.timer_slot.load(Relaxed);
+    let encoded = core.timer_slot();
     if encoded != NO_SLOT {
         let released = timers.kill(encoded as usize / SHARDS);
-        core.timer_slot.store(NO_SLOT, Relaxed);
+        // SAFETY: under the lock of the shard the slot named.
+        unsafe { core.set_timer_slot(NO_SLOT) };
         drop(timers);
         drop(released); // a `Weak`: no user code, but no need to free it under the lock
     }
@@ -327,17 +328,29 @@ impl Driver {
                 timers.pop();
                 let node = timers.slots.remove(slot).flatten().expect("a live slot");
                 // SAFETY: we hold the shard's lock.
-                unsafe { core_of(&node) }.timer_slot.store(NO_SLOT, Relaxed);
+                // and the lock of the shard the slot named, for `set_timer_slot`.
+                unsafe { core_of(&node).set_timer_slot(NO_SLOT) };
                 if let Some(node) = node.upgrade() {
                     due.push(node);
                 }
             }
+            timers.shrink_if_sparse();
         }
         earliest
     }
 }
 
 impl Timers {
+    fn new(shard: usize, floor: usize) -> Timers {
+        Timers {
+            shard,
+            floor,
+            heap: Vec::new(),
+            slots: Slab::new(),
+            dead: 0,
+        }
+    }
+
     fn slot(&mut self, key: usize) -> &mut Slot {
         self.slots.get_mut(key).expect("a heap entry has a slot")
     }
@@ -351,7 +364,54 @@ impl Timers {
         if self.dead > 32 && self.dead * 2 > self.heap.len() {
             self.purge();
         }
+        self.shrink_if_sparse();
         released
+    }
+
+    /// Rebuilds the tables at twice their live size if less than an eighth of their room is
+    /// live and they have room for more than `floor` entries (so a shrink that rewrites n
+    /// live cores' slots comes after at least 3n disarms or fires since the tables were that
+    /// large: amortized O(1) each). The caller holds the shard's
+    /// lock (invariants 4 and 7: each live slot's core is valid memory, and its `timer_slot`
+    /// may be rewritten).
+    fn shrink_if_sparse(&mut self) {
+        let room = self.heap.capacity().max(self.slots.capacity());
+        let live = self.heap.len() - self.dead;
+        if room <= self.floor || live * 8 >= room {
+            return;
+        }
+        let keep = (live * 2).max(self.floor / 2);
+        let mut slots = Slab::with_capacity(keep);
+        let mut heap = Vec::with_capacity(keep);
+        for entry in std::mem::take(&mut self.heap) {
+            let Some(node) = self.slots.remove(entry.slot as usize).flatten() else {
+                continue; // dead: dropped with its slot
+            };
+            let at_node = node.as_ptr();
+            let slot = slots.insert(Some(node));
+            // SAFETY: we hold the shard's lock (the caller's promise), and the slot keeps the
+            // allocation.
+            let core = unsafe { &*at_node }
+                .core()
+                .expect("only cancel nodes are armed");
+            // SAFETY: as above; the new slot is in this shard.
+            unsafe { core.set_timer_slot(encode(slot, self.shard)) };
+            heap.push(Entry {
+                at: entry.at,
+                slot: slot as u32,
+            });
+        }
+        self.heap = heap;
+        self.slots = slots;
+        self.dead = 0;
+        self.heapify();
+    }
+
+    /// Restores the heap order after entries were taken out of the middle: O(n).
+    fn heapify(&mut self) {
+        for pos in (0..self.heap.len() / 2).rev() {
+            self.sift_down(pos);
+        }
     }
 
     /// Drops every dead entry and slot, and re-heapifies what is left: O(n), once per n/2
@@ -367,9 +427,7 @@ impl Timers {
         });
         self.heap = heap;
         self.dead = 0;
-        for pos in (0..self.heap.len() / 2).rev() {
-            self.sift_down(pos);
-        }
+        self.heapify();
     }
 
     /// Removes the first entry.
@@ -381,8 +439,10 @@ impl Timers {
         }
     }
 
-    /// Moves `entry`, at `pos`, up to its place; returns where. (It takes the entry rather
-    /// than read back the one just pushed: that load would wait for the push's stores.)
+    /// Moves `entry`, at `pos`, up to its place; returns where.
+    ///
+    /// perf (bench instructions, Timeouts/alive=1000): it takes the entry rather than read
+    /// back the one just pushed, a load that would wait for the push's stores.
     fn sift_up(&mut self, mut pos: usize, entry: Entry) -> usize {
         while pos > 0 {
             let parent = (pos - 1) / 2;
@@ -469,7 +529,7 @@ mod tests {
     #[test]
     fn heap_order_through_disarms() {
         let base = Instant::now();
-        let mut t = Timers::default();
+        let mut t = Timers::new(0, usize::MAX);
         let keys: Vec<_> = [5u64, 3, 9, 1, 7, 2, 8, 6, 4, 0]
             .into_iter()
             .map(|i| arm(&mut t, base + std::time::Duration::from_millis(i)))
@@ -486,7 +546,7 @@ mod tests {
     #[test]
     fn dead_entries_are_purged() {
         let base = Instant::now();
-        let mut t = Timers::default();
+        let mut t = Timers::new(0, usize::MAX);
         let mut live = Vec::new();
         for i in 0..10_000u64 {
             let slot = arm(
@@ -507,5 +567,55 @@ mod tests {
         }
         live.sort_unstable();
         assert_eq!(drain(&mut t, base), live);
+    }
+
+    /// Room for every armed deadline of this process's shards.
+    fn room() -> usize {
+        driver()
+            .shards
+            .iter()
+            .map(|shard| {
+                let timers = lock(&shard.0);
+                timers.heap.capacity() + timers.slots.capacity()
+            })
+            .sum()
+    }
+
+    /// Once a burst of deadlines is over, the tables shrink back: to at most twice the
+    /// floor per shard (other tests' deadlines may be armed meanwhile), not the burst's size.
+    #[test]
+    fn the_tables_shrink_after_a_burst() {
+        let _serial = crate::context::unit_tests::TIMER_COUNT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let root = crate::Context::background();
+        let hour = std::time::Duration::from_secs(3600);
+        let scopes: Vec<_> = (0..50_000).map(|_| root.with_timeout(hour)).collect();
+        let armed = room();
+        assert!(armed >= 50_000, "room for the burst: {armed}");
+        // Kept in a disordered way: dropping every other first, then the rest.
+        let (even, odd): (Vec<_>, Vec<_>) = scopes
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        drop(even);
+        let live: Vec<_> = (0..10).map(|_| root.with_timeout(hour)).collect();
+        drop(odd);
+        let left = room();
+        assert!(
+            left <= 4 * FLOOR * SHARDS,
+            "room left after the burst: {left}"
+        );
+        // The deadlines still armed keep working: renumbered, they disarm and fire.
+        for scope in &live {
+            assert!(scope.deadline().is_some() && !scope.is_cancelled());
+        }
+        drop(live);
+        let soon = root.with_timeout(std::time::Duration::from_millis(10));
+        let started = std::time::Instant::now();
+        while !soon.is_cancelled() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }

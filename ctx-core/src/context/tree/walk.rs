@@ -5,17 +5,16 @@
 //! and allocates nothing: it moves the root's spread onto its own list, then pops a child,
 //! marks it done, and moves the child's children (its own list and its spread) onto the
 //! root's list (adoption, as tokio-util's tree does), until the list is empty. A cancel that
-//! finds its core already done waits for the walk that ended it.
+//! finds its core already done waits for the walk that ended it. A core whose own deadline
+//! is due is ended here too, by whoever sees it first (`Core::err_or_expire`).
 
 use std::panic::Location;
 use std::ptr;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use super::children::{adopt, pop, release, unlink};
-use super::core::{Core, Origin, is_live};
-use super::{NodeRef, Panic};
+use super::children::{adopt, adopt_spread, pop, release, unlink};
+use super::core::{Core, Deadline, Origin};
+use super::{NodeRef, Panic, discard};
 use crate::context::error::{Cause, Error};
-use crate::sync::lock;
 
 /// Cancels `core` and every descendant with `err` and `cause` (the first cancel wins), then
 /// removes `core` from its owner's list. Returns once the whole subtree is done, whichever
@@ -41,45 +40,72 @@ pub(super) fn expire_core(core: &Core) -> Option<Panic> {
     walk(core, Error::DeadlineExceeded, Origin::Preset)
 }
 
+impl Core {
+    /// [`err`](Core::err), after ending this core if its own deadline has passed and the
+    /// driver has not fired it yet: that deadline is due, so whoever sees it first ends it,
+    /// with what the driver would (`DeadlineExceeded`, the deadline's cause, and a waker's
+    /// panic discarded, not resumed). A waiter that polls after the deadline so never sees
+    /// the context live, however late the driver thread is scheduled. (Not under loom: there
+    /// every deadline is due at once, and the models check that the driver fires them.)
+    #[inline]
+    pub(in crate::context) fn err_or_expire(&self) -> Option<Error> {
+        match self.err() {
+            None if self.has_own_deadline() && !cfg!(ctx_loom) => self.expire_if_due(),
+            err => err,
+        }
+    }
+
+    /// perf (bench instructions, CheckCanceled/Done): the clock read and the walk, out of
+    /// line: inlined, they make every `Done` poll's code too large for its caller to build
+    /// the `Done` in place.
+    #[inline(never)]
+    fn expire_if_due(&self) -> Option<Error> {
+        if self.effective_deadline().nanos() <= Deadline::now().nanos() {
+            discard(expire_core(self));
+        }
+        self.err()
+    }
+}
+
 fn walk(core: &Core, err: Error, origin: Origin) -> Option<Panic> {
     if core.is_done() {
         wait_for_walk(core);
         return None;
     }
-    let mut inner = lock(&core.inner);
-    if !is_live(core.state.load(Relaxed)) {
-        drop(inner);
+    let mut locked = core.lock();
+    if !locked.is_live() {
+        drop(locked);
         wait_for_walk(core);
         return None;
     }
     let walking = Walking::enter(core);
     let mut panic = None;
     let mut merges = Vec::new(); // allocates only if the subtree has merged contexts
-    let replaced = core.finish(&mut inner, err, &origin, &mut panic, &mut merges);
+    let replaced = locked.finish(err, &origin, &mut panic, &mut merges);
     let root = Origin::Walk(core);
-    adopt(core, None, core, &mut inner); // the spread's children, now that we are done
-    while let Some(child) = pop(&mut inner) {
+    adopt_spread(core, &mut locked); // the spread's children, now that we are done
+    while let Some(child) = pop(&mut locked) {
         // SAFETY: popped under our lock; the child keeps us as its owner until `release`, so
         // it cannot be freed before its `Drop` gets our lock (invariant 4).
         let child = unsafe { &*child };
-        let mut child_inner = lock(&child.inner); // ancestor before descendant
-        if is_live(child.state.load(Relaxed)) {
+        let mut child_locked = child.lock(); // ancestor before descendant
+        if child_locked.is_live() {
             // `Walk` origins replace no cause.
-            let _ = child.finish(&mut child_inner, err, &root, &mut panic, &mut merges);
+            let _ = child_locked.finish(err, &root, &mut panic, &mut merges);
             // Adopt the grandchildren, once the child is done (so it takes no more).
-            adopt(child, Some(&mut child_inner), core, &mut inner);
+            adopt(&mut child_locked, &mut locked);
         }
         // Else ended by a walk rooted at `child` itself (it was in our list, so no other walk
         // could pop it), which held this lock until its subtree was done (invariant 6).
-        drop(child_inner);
+        drop(child_locked);
         release(child);
     }
     // Merged contexts take this walk's error and cause (invariant 9).
     let forwarded = (!merges.is_empty()).then(|| {
-        let cause = core.cold(&mut inner).and_then(|cold| cold.cause.clone());
+        let cause = locked.cold().and_then(|cold| cold.cause.clone());
         (cause, core.ended_at())
     });
-    drop(inner);
+    drop(locked);
     drop(walking);
     unlink(core);
     drop(replaced); // a user error's drop: after the locks
@@ -126,20 +152,19 @@ impl Drop for Walking {
 /// Waits until the walk that ended `core` (done) is over: that walk holds its root's lock
 /// until the whole subtree is done (invariant 6).
 fn wait_for_walk(core: &Core) {
-    // Order the read of `cause_from` after the state store that published it (invariant 1).
-    let _ = core.state.load(Acquire);
+    // Order the read of `ended` after the state store that published it (invariant 1).
+    let _ = core.is_done();
     let root = core.walk_root();
     if Walking::is_mine(root) {
         return; // a waker of this thread's own walk: the walk finishes when it returns
     }
     // SAFETY: the walk root is `core` or an ancestor, alive while `core` is (invariant 3).
-    drop(lock(&unsafe { &*root }.inner));
+    drop(unsafe { &*root }.lock());
 }
 
 #[cfg(test)]
 pub(in crate::context) fn merge_count(core: &Core) -> usize {
-    let mut inner = lock(&core.inner);
-    core.cold(&mut inner).map_or(0, |cold| {
+    core.lock().cold().map_or(0, |cold| {
         cold.on_end
             .values()
             .filter(|entry| matches!(entry, super::core::OnEnd::Merge(_)))

@@ -5,8 +5,9 @@ use std::time::Duration;
 use crate::Context;
 use crate::context::tree::child_count;
 
-/// Serializes the tests that count armed timers (a process-wide number).
-static TIMER_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Serializes the tests that count armed timers (a process-wide number), and those that arm
+/// many.
+pub(in crate::context) static TIMER_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn children(ctx: &Context) -> usize {
     child_count(ctx.core().expect("a cancellable context"))

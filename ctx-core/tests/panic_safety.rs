@@ -1,174 +1,21 @@
-//! Regression tests for the defects an outside review found in the core, one or more per
-//! defect, and for the panic-safety promises of `tree/mod.rs` ("User code inside the tree").
+//! Panic safety: the promises of `tree/mod.rs` ("User code inside the tree"). A waker, an
+//! after-func or a value's `Drop` that panics never leaves the tree half-updated, never stops
+//! the deadline driver or the after-func pool, and reaches only whoever caused it.
 //!
 //! A panicking waker, after-func or value prints its panic message through the panic hook:
 //! that output in this test binary is expected.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
-use std::task::{Context as TaskContext, Wake, Waker};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::task::{Wake, Waker};
+use std::time::Duration;
 
 use ctx_core::{Context, ContextKey, Error};
 
-/// Generous bound for "this should happen promptly" on a loaded 2-core machine.
-const PROMPTLY: Duration = Duration::from_secs(10);
+mod support;
 
-/// A waker that counts its wakes, and panics on them if asked to.
-struct Counting {
-    wakes: AtomicUsize,
-    panics: bool,
-}
-
-impl Counting {
-    fn new(panics: bool) -> Arc<Counting> {
-        Arc::new(Counting {
-            wakes: AtomicUsize::new(0),
-            panics,
-        })
-    }
-    fn wakes(&self) -> usize {
-        self.wakes.load(Ordering::SeqCst)
-    }
-}
-
-impl Wake for Counting {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        if self.panics {
-            panic!("a waker panics on purpose");
-        }
-    }
-}
-
-/// Polls `done` once with `waker`, which registers it (or replaces the registered one).
-fn poll(done: &mut ctx_core::Done, waker: &Waker) -> std::task::Poll<Error> {
-    std::future::Future::poll(
-        std::pin::Pin::new(done),
-        &mut TaskContext::from_waker(waker),
-    )
-}
-
-/// Registers `waker` on `ctx`'s end by polling a `Done` once; keep the `Done`.
-fn register(ctx: &Context, waker: &Arc<Counting>) -> ctx_core::Done {
-    let mut done = ctx.done();
-    assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
-    done
-}
-
-/// Waits (bounded) until `cond` holds.
-fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let until = Instant::now() + PROMPTLY;
-    while !cond() {
-        assert!(Instant::now() < until, "never happened: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-// -----------------------------------------------------------------------------------------
-// Defect 1: a cancel (or a scope's drop) that found its context already ended by an
-// ancestor's walk returned before that walk reached the context's descendants.
-
-#[test]
-fn a_cancel_returns_only_once_its_subtree_is_done_even_if_an_ancestor_won() {
-    for round in 0..2_000 {
-        let root = Context::background().with_cancel();
-        let mid = root.with_cancel();
-        // A wide subtree below `mid`, so the root's walk takes a while to reach all of it.
-        let leaves: Vec<_> = (0..64).map(|_| mid.with_value(Tag).with_cancel()).collect();
-        let watched: Vec<Context> = leaves.iter().map(|leaf| leaf.context().clone()).collect();
-        let start = Arc::new(Barrier::new(2));
-        let root_canceller = {
-            let start = start.clone();
-            thread::spawn(move || {
-                start.wait();
-                root.cancel();
-            })
-        };
-        start.wait();
-        if round % 2 == 0 {
-            mid.cancel();
-        } else {
-            drop(mid);
-        }
-        let live = watched.iter().filter(|leaf| leaf.err().is_none()).count();
-        assert_eq!(
-            live, 0,
-            "round {round}: {live} descendants live after cancel returned"
-        );
-        root_canceller.join().unwrap();
-        drop(leaves);
-    }
-}
-
-struct Tag;
-impl ContextKey for Tag {
-    const NAME: &'static str = "Tag";
-}
-
-/// A waker that, when woken, drops the `CancelScope` of the context it waits on, as an
-/// executor that polls inline would when the woken task finishes.
-struct DropsScope(std::sync::Mutex<Option<ctx_core::CancelScope>>);
-
-impl Wake for DropsScope {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        drop(self.0.lock().unwrap().take());
-    }
-}
-
-#[test]
-fn a_waker_that_cancels_inside_the_walk_does_not_wait_for_itself() {
-    let root = Context::background().with_cancel();
-    let mid = root.with_cancel();
-    let mid_ctx = mid.context().clone();
-    let leaf = mid.with_cancel();
-    let waker = Arc::new(DropsScope(std::sync::Mutex::new(Some(mid))));
-    let mut done = mid_ctx.done();
-    assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
-    // The root's walk wakes the waker under its lock; the waker's cancel of `mid` (already
-    // done, its subtree being walked by this very thread) must not wait for that walk.
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        root.cancel();
-        tx.send(()).unwrap();
-    });
-    assert_eq!(
-        rx.recv_timeout(PROMPTLY),
-        Ok(()),
-        "the walk deadlocked on its own waker"
-    );
-    assert!(leaf.is_cancelled());
-}
-
-// -----------------------------------------------------------------------------------------
-// Defect 2: an arm that landed while the driver rescanned after a fire was neither seen by
-// the rescan nor woke the driver.
-
-#[test]
-fn a_timeout_rearmed_the_instant_the_previous_fired_always_fires() {
-    let mut timeouts = [30u64, 200, 75, 120, 45, 160].iter().cycle();
-    let until = Instant::now() + Duration::from_secs(2);
-    let mut fired = 0;
-    while Instant::now() < until {
-        let timeout = Duration::from_micros(*timeouts.next().unwrap());
-        let scope = Context::background().with_timeout(timeout);
-        assert_eq!(
-            scope.wait_timeout(PROMPTLY),
-            Some(Error::DeadlineExceeded),
-            "a {timeout:?} deadline never fired (after {fired} that did)"
-        );
-        fired += 1;
-    }
-    assert!(fired > 100, "only {fired} deadlines in 2 s");
-}
+use support::{Counting, PROMPTLY, eventually, poll, register};
 
 // -----------------------------------------------------------------------------------------
 // Defect 3: a waker that panicked when the driver woke it unwound the driver thread.
@@ -335,86 +182,7 @@ impl ChainExt for Context {
 }
 
 // -----------------------------------------------------------------------------------------
-// Defect 6: an after-func whose handle was dropped did not run when its scope, the sole
-// remaining reference, was cancelled or dropped.
-
-#[test]
-fn an_after_func_with_a_dropped_handle_runs_when_its_sole_scope_ends() {
-    type End = fn(ctx_core::CancelScope);
-    let ends: [(&str, End); 3] = [
-        ("cancel", |scope| scope.cancel()),
-        ("drop", drop),
-        ("handle drop", |scope| drop(scope.into_parts().1)),
-    ];
-    for (how, end) in ends {
-        for through_value in [false, true] {
-            let scope = Context::background().with_cancel();
-            let (tx, rx) = mpsc::channel();
-            let after = if through_value {
-                scope
-                    .with_value(Tag)
-                    .after_func(move || tx.send(()).unwrap())
-            } else {
-                scope.after_func(move || tx.send(()).unwrap())
-            };
-            drop(after); // dropping does not stop it
-            end(scope);
-            assert_eq!(
-                rx.recv_timeout(PROMPTLY),
-                Ok(()),
-                "after {how} (through a value child: {through_value}) the after-func never ran"
-            );
-        }
-    }
-}
-
-#[test]
-fn a_stopped_after_func_never_runs_when_its_sole_scope_ends() {
-    let scope = Context::background().with_cancel();
-    let after = scope.after_func(|| panic!("ran after a winning stop"));
-    assert!(after.stop());
-    drop(after);
-    drop(scope);
-    // A later one on a fresh scope runs: the pool is fine.
-    let scope = Context::background().with_cancel();
-    let (tx, rx) = mpsc::channel();
-    drop(scope.after_func(move || tx.send(()).unwrap()));
-    drop(scope);
-    assert_eq!(rx.recv_timeout(PROMPTLY), Ok(()));
-}
-
-// -----------------------------------------------------------------------------------------
-// After-funcs under load (defect 7): they run on a pool, so a burst starts no thread each,
-// and a blocked one delays no other.
-
-#[test]
-fn a_blocked_after_func_delays_no_other() {
-    let release = Arc::new(Barrier::new(5));
-    let scopes: Vec<_> = (0..4)
-        .map(|_| Context::background().with_cancel())
-        .collect();
-    let blocked: Vec<_> = scopes
-        .iter()
-        .map(|scope| {
-            let release = release.clone();
-            scope.after_func(move || {
-                release.wait();
-            })
-        })
-        .collect();
-    let (tx, rx) = mpsc::channel();
-    let last = Context::background().with_cancel();
-    let _after = last.after_func(move || tx.send(()).unwrap());
-    drop(scopes); // four after-funcs block until all four run at once
-    last.cancel();
-    assert_eq!(
-        rx.recv_timeout(PROMPTLY),
-        Ok(()),
-        "waited behind blocked after-funcs"
-    );
-    release.wait(); // all four were running at once, each on a worker of its own
-    drop(blocked);
-}
+// A panicking after-func spares the others on the pool.
 
 #[test]
 fn a_panicking_after_func_spares_the_others() {
