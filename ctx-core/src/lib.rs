@@ -62,7 +62,7 @@
 //! | feature | default | gives |
 //! | --- | --- | --- |
 //! | `macros` | yes | [`#[cancellable]`](macro@cancellable) and [`#[derive(ContextKey)]`](macro@ContextKey) |
-//! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`process::output`] |
+//! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`signal::graceful`], [`process::output`] |
 //! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec |
 //! | `axum` | | `Context` as an axum extractor (and `tower`) |
 //! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
