@@ -287,6 +287,8 @@
 //! # #[cfg(not(feature = "debug-tree"))] fn main() {}
 //! ```
 #![warn(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item shows the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
 mod integrations;
@@ -297,17 +299,23 @@ pub use context::{
 };
 
 #[cfg(feature = "debug-tree")]
+#[cfg_attr(docsrs, doc(cfg(feature = "debug-tree")))]
 pub use context::debug;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use integrations::db;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use integrations::http;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use integrations::trace;
 
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use ctx_macros::{ContextKey, cancellable};
 
 /// What the macros' generated code calls; not public API (see `context/macro_support.rs`).
