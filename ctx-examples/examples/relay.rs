@@ -120,11 +120,11 @@ async fn run(options: Options) -> Result<(), String> {
     if let Some(url) = &options.upstream {
         hop = hop.upstream(relay::upstream(url)?);
     }
-    // The server's root: at SIGTERM or SIGINT the server stops accepting, and with a grace
-    // period of zero (the wire contract: cancel, then drain) the root is cancelled at once,
-    // and with it every RPC in flight. A service that lets its RPCs finish passes a grace
-    // period here; a second signal then cancels them at once.
-    let shutdown =
+    // The server's root, a graceful shutdown on SIGTERM or SIGINT: the server stops
+    // accepting, and with a grace period of zero (the wire contract: cancel, then drain) its
+    // root context is cancelled at once, and with it every RPC in flight. A service that lets
+    // its RPCs finish passes a grace period here; a second signal then cancels them at once.
+    let root =
         signal::graceful(Context::background(), Duration::ZERO).map_err(|e| e.to_string())?;
     let (listener, addr) = relay::bind(options.listen)
         .await
@@ -132,17 +132,14 @@ async fn run(options: Options) -> Result<(), String> {
     let serving = tokio::spawn(relay::serve(
         listener,
         hop,
-        shutdown.context().clone(),
+        root.context().clone(),
         options.max_deadline,
-        shutdown.requested(),
     ));
     println!("listening on {addr}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
 
-    shutdown.requested().await;
-    let cause = shutdown
-        .reason()
-        .map_or("stopped".into(), |c| c.to_string());
+    root.requested().await;
+    let cause = root.reason().map_or("stopped".into(), |c| c.to_string());
     serving
         .await
         .map_err(|e| e.to_string())?

@@ -6,7 +6,6 @@
 //! the work at every hop behind it.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,14 +26,6 @@ use crate::api::{ApiError, App};
 const STORE_WORK: Duration = Duration::from_millis(60);
 /// The longest deadline a gRPC hop accepts (and the deadline of a call without one).
 const MAX_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Resolves when `root` ends: the hops drain after the gateway, once the root is cancelled.
-fn stop_when_done(root: &Context) -> impl Future<Output = ()> + Send + 'static {
-    let done = root.done();
-    async move {
-        done.await;
-    }
-}
 
 /// The gRPC hops, their servers, and what each hop saw.
 pub struct Hops {
@@ -84,14 +75,12 @@ impl Hops {
                 store,
                 root.clone(),
                 Some(MAX_DEADLINE),
-                stop_when_done(root),
             )),
             tokio::spawn(relay::serve(
                 backend_listener,
                 backend,
                 root.clone(),
                 Some(MAX_DEADLINE),
-                stop_when_done(root),
             )),
         ];
         Ok(Arc::new(Hops {

@@ -30,9 +30,7 @@ USAGE:
 OPTIONS:
     --requests N       requests in the built-in mix (default 300)
     --concurrency N    requests in flight at once (default 24)
-    --serve PORT       serve on 127.0.0.1:PORT until Ctrl-C instead of running the mix;
-                       Ctrl-C stops accepting and gives the requests in flight 10s to
-                       finish, a second Ctrl-C cancels them at once
+    --serve PORT       serve on 127.0.0.1:PORT until Ctrl-C instead of running the mix
     --help             print this help
 
 ENDPOINTS:
@@ -49,6 +47,10 @@ ENDPOINTS:
 
 Send a deadline with gRPC's header, e.g.:
     curl -H 'grpc-timeout: 100m' http://127.0.0.1:PORT/slow
+
+SHUTDOWN (--serve):
+    Ctrl-C or SIGTERM stops accepting and gives the requests in flight 10s to finish, then
+    cancels what is left; a second Ctrl-C cancels them at once
 ";
 
 struct Options {
@@ -189,7 +191,9 @@ async fn run(options: Options) -> Result<(), String> {
     // Graceful shutdown: stop accepting, wait for every connection and handler (at most
     // GRACE, then the root is cancelled), then cancel what is left: the gRPC hops.
     let shutdown_started = Instant::now();
-    shutdown.request("the mix is done");
+    if !shutdown.is_requested() {
+        shutdown.request("the mix is done"); // (with --serve, the signal requested it)
+    }
     tokio::time::timeout(GRACE + Duration::from_secs(30), server)
         .await
         .map_err(|_| "shutdown took longer than 30s past its grace period".to_string())?

@@ -239,15 +239,13 @@ impl Relay for Hop {
 
 /// Serves `hop` on `listener` under `root`: each RPC's context is a child of `root`, its
 /// deadline the client's capped at `max_deadline` (also the deadline of a call that sends
-/// none). When `stop` resolves (`Shutdown::requested`, or `root` ending) it stops accepting
-/// and returns once the RPCs in flight have ended; when `root` ends, they are cancelled
-/// (their upstream calls too).
+/// none). When `root` ends, in-flight RPCs are cancelled (their upstream calls too), and
+/// this returns once they are drained.
 pub async fn serve(
     listener: TcpListener,
     hop: Hop,
     root: Context,
     max_deadline: Option<Duration>,
-    stop: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let mut layer = ServerLayer::new(&root);
     if let Some(max) = max_deadline {
@@ -257,7 +255,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .layer(layer)
         .add_service(RelayServer::new(hop))
-        .serve_with_incoming_shutdown(incoming, stop)
+        .serve_with_incoming_shutdown(incoming, async move {
+            root.done().await;
+        })
         .await
 }
 
