@@ -75,6 +75,10 @@
 //! With no feature at all ctx-core depends on nothing but `pin-project-lite`. Each
 //! integration uses only the public API shown here, as a crate of your own would.
 //!
+//! Building with `RUSTFLAGS="--cfg ctx_deny_todo"` marks [`Context::todo`] deprecated, so each
+//! call of it in your crates warns, naming the fix, and `-D warnings` fails the build until
+//! every context is plumbed: `Context::todo()` found in CI, as Go's `context.TODO` promises.
+//!
 //! ## `macros`: the context as the default
 //!
 //! ```
