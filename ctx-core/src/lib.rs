@@ -144,7 +144,8 @@
 //!     },
 //! ));
 //! let request = http::Request::builder().header(GRPC_TIMEOUT, "100m").body(String::new()).unwrap();
-//! assert_eq!(server.oneshot(request).await.unwrap().into_body(), "true");
+//! let body = server.oneshot(request).await.unwrap().into_body(); // a `ContextBody<String>`
+//! assert_eq!(http_body_util::BodyExt::collect(body).await.unwrap().to_bytes(), "true");
 //!
 //! // Client side: the caller's remaining budget travels as `grpc-timeout`.
 //! let caller = Context::background().with_timeout(Duration::from_secs(1));

@@ -119,7 +119,9 @@ fn received(
         .unwrap();
     let Seen(tenant, note, report) = futures::executor::block_on(server.oneshot(request))
         .unwrap()
-        .into_body();
+        .into_body()
+        .into_inner()
+        .expect("the handler's answer");
     (tenant, note, report)
 }
 

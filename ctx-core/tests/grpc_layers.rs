@@ -412,3 +412,41 @@ async fn hops_chain_their_budgets() {
     assert!(b_reply.budget_ms > c_reply.budget_ms + 40, "{reply:?}");
     assert!(c_reply.budget_ms > 600, "{reply:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_with_no_budget_is_answered_without_calling_its_handler() {
+    let server = Server::start("A", Some(layer), None).await;
+    let mut client = raw_client(&server.url());
+    for zero in ["0n", "0m", "0H"] {
+        let status = client
+            .forward(with_timeout_header(chain(&[0]), zero))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{zero}: {status:?}");
+    }
+    // The next call with budget is the first the handler sees.
+    client
+        .forward(with_timeout_header(chain(&[0]), "700m"))
+        .await
+        .unwrap();
+    let budget = started(server.event(WAIT).await).unwrap();
+    assert!(
+        budget > Duration::from_millis(350),
+        "the first start is the call with budget: {budget:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_default_timeout_caps_the_budget_too() {
+    fn default_only(root: &Context) -> ServerLayer {
+        ServerLayer::new(root).default_timeout(Duration::from_millis(500))
+    }
+    let server = Server::start("A", Some(default_only), None).await;
+    let mut client = raw_client(&server.url());
+    client
+        .forward(with_timeout_header(chain(&[0]), "99999999H"))
+        .await
+        .unwrap();
+    let budget = started(server.event(WAIT).await).unwrap();
+    assert!(budget <= Duration::from_millis(500), "{budget:?}");
+}

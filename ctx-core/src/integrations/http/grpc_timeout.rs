@@ -78,11 +78,47 @@ impl std::error::Error for InvalidTimeout {}
 /// assert!(parse_grpc_timeout(b"10x").is_err());
 /// ```
 pub fn parse_grpc_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
-    let Some((&unit, digits)) = value.split_last() else {
-        return Err(InvalidTimeout::new(
-            "empty value; expected 1-8 digits and a unit (H, M, S, m, u or n)",
-        ));
+    const UNITS: &str = "H, M, S, m, u or n";
+    if value.is_empty() {
+        return Err(InvalidTimeout::new(format!(
+            "empty value; expected 1-8 digits and a unit ({UNITS})"
+        )));
+    }
+    let count = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (digits, rest) = value.split_at(count);
+    let shown = |byte: u8| match byte {
+        b' ' | b'\t' => "whitespace".to_owned(),
+        byte if byte.is_ascii_graphic() => format!("{:?}", char::from(byte)),
+        byte => format!("byte 0x{byte:02x}"),
     };
+    let Some((&unit, after)) = rest.split_first() else {
+        return Err(InvalidTimeout::new(format!(
+            "no unit after the digits; expected one of {UNITS}"
+        )));
+    };
+    let unit = match unit {
+        b'H' | b'M' | b'S' | b'm' | b'u' | b'n' => unit,
+        // The last byte in a unit's place: a unit that does not exist.
+        other if after.is_empty() && count > 0 => {
+            return Err(InvalidTimeout::new(format!(
+                "unknown unit {}; expected {UNITS}",
+                shown(other)
+            )));
+        }
+        other => {
+            return Err(InvalidTimeout::new(format!(
+                "{} is not a digit; expected 1-8 digits and a unit ({UNITS})",
+                shown(other)
+            )));
+        }
+    };
+    if let Some(&extra) = after.first() {
+        return Err(InvalidTimeout::new(format!(
+            "{} after the unit {:?}; nothing may follow it",
+            shown(extra),
+            char::from(unit)
+        )));
+    }
     if digits.is_empty() {
         return Err(InvalidTimeout::new("no digits before the unit"));
     }
@@ -92,12 +128,6 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
             digits.len()
         )));
     }
-    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
-        return Err(InvalidTimeout::new(format!(
-            "{:?} is not a digit",
-            char::from(*bad)
-        )));
-    }
     let n: u64 = digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'));
     Ok(match unit {
         b'H' => Duration::from_secs(n * 3600),
@@ -105,13 +135,7 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
         b'S' => Duration::from_secs(n),
         b'm' => Duration::from_millis(n),
         b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        other => {
-            return Err(InvalidTimeout::new(format!(
-                "unknown unit {:?}; expected H, M, S, m, u or n",
-                char::from(other)
-            )));
-        }
+        _ => Duration::from_nanos(n),
     })
 }
 
@@ -171,8 +195,11 @@ mod tests {
             ("1.5S", "'.' is not a digit"),
             ("-1S", "'-' is not a digit"),
             ("10s", "unknown unit 's'"),
-            ("10", "unknown unit '0'"),
-            (" 1S", "' ' is not a digit"),
+            ("10", "no unit after the digits"),
+            (" 1S", "whitespace is not a digit"),
+            ("1S ", "whitespace after the unit 'S'"),
+            ("1S5", "'5' after the unit 'S'"),
+            ("1\u{e9}", "byte 0xc3 is not a digit"),
         ] {
             let err = parse_grpc_timeout(text.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(reason), "{text:?}: {err}");

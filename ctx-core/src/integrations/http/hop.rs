@@ -86,6 +86,53 @@ impl HopError {
     pub fn authority(&self) -> &str {
         &self.authority
     }
+
+    /// The [`HopError`] in `err` or among its sources, however deeply wrapped: in a
+    /// `tonic::Status`, an `anyhow::Error` (pass `&*err`), a `reqwest_middleware::Error`
+    /// (whose middleware variant hides its error from `source()`: it is looked into), or
+    /// any error of your own whose `source()` leads to one.
+    ///
+    /// ```
+    /// use ctx_core::{Error, http::{HopError, Origin}};
+    ///
+    /// #[derive(Debug)]
+    /// struct Lookup(HopError);
+    /// impl std::fmt::Display for Lookup {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("user lookup failed")
+    ///     }
+    /// }
+    /// impl std::error::Error for Lookup {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         Some(&self.0)
+    ///     }
+    /// }
+    ///
+    /// let err = Lookup(HopError::new(Error::DeadlineExceeded, Origin::Local, "GET /u", "db:80"));
+    /// let hop = HopError::find(&err).unwrap();
+    /// assert_eq!(hop.authority(), "db:80");
+    /// assert!(HopError::find(&std::fmt::Error).is_none());
+    /// ```
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a HopError> {
+        let mut next = Some(err);
+        while let Some(err) = next {
+            if let Some(hop) = err.downcast_ref::<HopError>() {
+                return Some(hop);
+            }
+            #[cfg(feature = "reqwest")]
+            if let Some(reqwest_middleware::Error::Middleware(inner)) =
+                err.downcast_ref::<reqwest_middleware::Error>()
+            {
+                // `#[error(transparent)]`: its `source()` skips the middleware's own error.
+                let inner: &(dyn std::error::Error + 'static) = &**inner;
+                if let Some(hop) = HopError::find(inner) {
+                    return Some(hop);
+                }
+            }
+            next = err.source();
+        }
+        None
+    }
 }
 
 impl fmt::Display for HopError {

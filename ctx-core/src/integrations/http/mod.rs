@@ -18,7 +18,6 @@
 //! host, which side ran out), so a log says where the budget ran out.
 
 pub mod baggage;
-#[cfg(any(feature = "tonic", feature = "reqwest"))]
 mod body;
 mod client;
 #[cfg(feature = "axum")]
@@ -30,11 +29,16 @@ mod hop;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+mod respond;
 mod server;
+mod server_body;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest::DeadlineMiddleware;
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
+#[cfg(feature = "axum")]
+pub use extract::MissingContext;
 pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_grpc_timeout};
 pub use hop::{HopError, Origin};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
+pub use server_body::ContextBody;

@@ -19,18 +19,24 @@ use super::status::{grpc_status_code, server_status};
 use crate::http::ClientDisconnected;
 use crate::http::baggage::BaggageKeys;
 use crate::http::body::RacedBody;
-use crate::http::request::{RequestContext, ServerConfig};
+use crate::http::request::{Refused, RequestContext, ServerConfig};
 use crate::{CancelScope, Cause, Context, Run, Scoped};
 
 /// A tower layer for [`tonic::transport::Server::builder().layer(..)`][layer] that gives
 /// each RPC its own [`Context`]:
 ///
 /// - a child of the server's root, so cancelling the root (at shutdown) cancels every RPC in
-///   flight, which then answers `UNAVAILABLE` with the root's cause;
+///   flight, which then answers `UNAVAILABLE` with a fixed message (`server shutting
+///   down`: the root's cause may hold internal details, so it is only logged, through
+///   `tracing` with that feature);
 /// - with the deadline the client sent as `grpc-timeout`, capped by
-///   [`max_timeout`](ServerLayer::max_timeout), or [`default_timeout`](ServerLayer::default_timeout)
-///   when it sent none; a malformed `grpc-timeout` is answered `INVALID_ARGUMENT` with the
-///   reason, without calling the service;
+///   [`max_timeout`](ServerLayer::max_timeout) (or, when that is unset, by
+///   [`default_timeout`](ServerLayer::default_timeout)), or `default_timeout` when it sent
+///   none; a malformed `grpc-timeout` is answered `INVALID_ARGUMENT` with the reason,
+///   without calling the service;
+/// - **no budget, no call**: an RPC that arrives with no time left (`grpc-timeout: 0n`, a
+///   root whose deadline passed) is answered `DEADLINE_EXCEEDED`, and one that arrives at
+///   shutdown `UNAVAILABLE` (trailers-only), without calling the service;
 /// - [`Context::current`] while the handler (and a streaming response) is polled, and in the
 ///   request's extensions (`request.extensions().get::<Context>()` in a tonic handler);
 /// - cancelled with [`ClientDisconnected`] as its cause when the client cancels the RPC
@@ -73,14 +79,35 @@ impl ServerLayer {
 
     /// The timeout of an RPC that arrives without `grpc-timeout` (none by default: such an
     /// RPC has no deadline unless its root has one).
+    ///
+    /// Also the longest budget an RPC may ask for, unless
+    /// [`max_timeout`](ServerLayer::max_timeout) sets another: a server never grants more
+    /// than its limit, so a client cannot stretch a 5 s default with `grpc-timeout: 99999999H`.
     pub fn default_timeout(mut self, timeout: Duration) -> ServerLayer {
         Arc::make_mut(&mut self.config).default_timeout = Some(timeout);
         self
     }
 
-    /// The longest timeout an RPC may ask for; longer ones are cut to this.
+    /// The longest budget an RPC may ask for; longer ones are cut to this. Without it,
+    /// [`default_timeout`](ServerLayer::default_timeout) is the cap (and with neither, RPCs
+    /// get what they ask for).
     pub fn max_timeout(mut self, timeout: Duration) -> ServerLayer {
         Arc::make_mut(&mut self.config).max_timeout = Some(timeout);
+        self
+    }
+
+    /// Adds per-request values to each RPC's context, as
+    /// [`ContextLayer::with_values`](crate::http::ContextLayer::with_values) does: the
+    /// context in the request's extensions and [`Context::current`] in the handler both
+    /// have them.
+    pub fn with_values(
+        mut self,
+        values: impl Fn(&http::request::Parts, Context) -> Context + Send + Sync + 'static,
+    ) -> ServerLayer {
+        Arc::make_mut(&mut self.config)
+            .values
+            .0
+            .push(Arc::new(values));
         self
     }
 
@@ -124,11 +151,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let RequestContext { scope, ctx } = match self.config.begin(&mut request) {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (request, RequestContext { scope, ctx }) = match self.config.begin(request) {
             Ok(begun) => begun,
-            Err(invalid) => {
+            Err(Refused::Malformed(invalid)) => {
                 return ServerFuture::answered(Status::invalid_argument(invalid.to_string()));
+            }
+            Err(Refused::NoBudget(err, cause)) => {
+                return ServerFuture::answered(server_status(err, cause));
             }
         };
         let future = ctx.enter(|| self.inner.call(request));

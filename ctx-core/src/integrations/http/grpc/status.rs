@@ -6,6 +6,7 @@ use http::HeaderMap;
 use tonic::{Code, Status};
 
 use crate::http::HopError;
+use crate::http::respond::{DEADLINE_TEXT, SHUTDOWN_TEXT, log_cause};
 use crate::{Cause, Error};
 
 /// Go's `status.FromContextError`: [`Error::DeadlineExceeded`] is `DEADLINE_EXCEEDED`,
@@ -86,16 +87,19 @@ pub(super) fn grpc_status_code(headers: &HeaderMap) -> Option<Code> {
 
 /// What a server answers when an RPC's context ends before its handler: the deadline is
 /// `DEADLINE_EXCEEDED`; a cancel that reaches a handler still running came from the server's
-/// root (a shutdown), hence `UNAVAILABLE`, which clients may retry elsewhere.
+/// root (a shutdown), hence `UNAVAILABLE`, which clients may retry elsewhere. The message is
+/// fixed: a cause's text (which may name internal hosts or credentials) stays on the server,
+/// logged through `tracing` with that feature.
 pub(super) fn server_status(err: Error, cause: Option<Cause>) -> Status {
-    let cause = cause.map(|c| c.to_string());
-    let said = |default: &str| match cause.as_deref() {
-        Some(text) if text != err.to_string() => format!("{default}: {text}"),
-        _ => default.to_string(),
-    };
     match err {
-        Error::DeadlineExceeded => Status::deadline_exceeded(said("context deadline exceeded")),
-        _ => Status::unavailable(said("server shutting down, RPC cancelled")),
+        Error::DeadlineExceeded => {
+            log_cause("RPC deadline exceeded", cause.as_ref());
+            Status::deadline_exceeded(DEADLINE_TEXT)
+        }
+        _ => {
+            log_cause("RPC cancelled by the server", cause.as_ref());
+            Status::unavailable(SHUTDOWN_TEXT)
+        }
     }
 }
 
