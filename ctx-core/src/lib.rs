@@ -68,7 +68,9 @@
 //! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
 //! | `reqwest` | | [`http::DeadlineMiddleware`]: reqwest requests bounded by their context (and `tower`) |
 //! | `sqlite` | | [`db::sqlite::run`]: a statement interrupted when its context ends |
-//! | `postgres` | | [`db::postgres::run`]: a query cancelled on the server, the connection discarded |
+//! | `postgres` | | [`db::postgres::run`]: a query cancelled on the server, the connection back in the pool once the cancel is delivered |
+//! | `sqlx-sqlite` | | `db::sqlx::sqlite::run`: sqlx's SQLite, a statement interrupted through the connection's raw handle (and `tokio`) |
+//! | `sqlx-postgres` | | `db::sqlx::postgres::run`: sqlx's PostgreSQL, a query cancelled on the server with `pg_cancel_backend` (and `tokio`) |
 //! | `tracing` | | [`trace::span!`], [`trace::traced`], `#[cancellable(trace)]`: spans with a context's budget and end |
 //! | `debug-tree` | | [`debug::snapshot`]: every live context as a tree |
 //!
@@ -78,6 +80,29 @@
 //! Building with `RUSTFLAGS="--cfg ctx_deny_todo"` marks [`Context::todo`] deprecated, so each
 //! call of it in your crates warns, naming the fix, and `-D warnings` fails the build until
 //! every context is plumbed: `Context::todo()` found in CI, as Go's `context.TODO` promises.
+//!
+//! # Versions
+//!
+//! Each integration is built against these versions of the crate it integrates; a
+//! different major (0.x) version is a different crate to cargo, and the error is then a
+//! trait bound that never mentions versions. Where you need the exact version, use ctx's
+//! re-export.
+//!
+//! | integration | feature | crate and versions | re-exported as |
+//! | --- | --- | --- | --- |
+//! | structured concurrency, signals, processes | `tokio` | tokio 1 | |
+//! | server and client layers | `tower` | tower 0.5 (tower-layer, tower-service 0.3), http 1 | |
+//! | extractor | `axum` | axum 0.8 | |
+//! | gRPC layers | `tonic` | tonic 0.14 | |
+//! | reqwest middleware | `reqwest` | reqwest 0.13, reqwest-middleware 0.5 | `http::reqwest_middleware` |
+//! | SQLite | `sqlite` | rusqlite 0.32 to 0.40 (bundled SQLite) | `db::sqlite::rusqlite` |
+//! | PostgreSQL | `postgres` | tokio-postgres 0.7, deadpool-postgres 0.14 | `db::postgres::{tokio_postgres, deadpool_postgres}` |
+//! | sqlx | `sqlx-sqlite`, `sqlx-postgres` | sqlx 0.8 | `db::sqlx::sqlx` |
+//! | spans | `tracing` | tracing 0.1 | |
+//!
+//! rusqlite is a range because cargo allows one `libsqlite3-sys` (the crate that links
+//! SQLite) in a build: next to sqlx 0.8 cargo picks rusqlite 0.32 (libsqlite3-sys 0.30, as
+//! sqlx uses), next to deadpool-sqlite 0.14 rusqlite 0.40, and otherwise the newest.
 //!
 //! ## `macros`: the context as the default
 //!

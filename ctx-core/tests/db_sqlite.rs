@@ -260,3 +260,129 @@ fn the_example_runs() {
         db_support::describe(&out)
     );
 }
+
+/// `run_async`: the context (deadline and values) reaches `f` on the blocking pool, a
+/// deadline interrupts the statement there, and the connection is reusable.
+#[cfg(feature = "tokio")]
+mod run_async {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use ctx_core::{Context, ContextKey, Error, db};
+    use tokio::sync::Mutex;
+
+    use super::{count_to, open, rusqlite};
+
+    #[derive(ContextKey)]
+    struct Tenant(u32);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    }
+
+    #[test]
+    fn runs_on_the_blocking_pool_under_the_context() {
+        runtime().block_on(async {
+            let conn = Arc::new(Mutex::new(open()));
+            let ctx = Context::background()
+                .with_value(Tenant(7))
+                .with_timeout(Duration::from_secs(30));
+            let deadline = ctx.deadline();
+            let (n, tenant, seen_deadline) = db::sqlite::run_async(&ctx, &conn, |c| {
+                let current = Context::current();
+                let tenant = current.value::<Tenant>().map(|t| t.0);
+                Ok((count_to(c, 1_000)?, tenant, current.deadline()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(n, 1_000);
+            assert_eq!(tenant, Some(7), "the context's values reach f");
+            assert_eq!(seen_deadline, deadline, "the context's deadline reaches f");
+        });
+    }
+
+    #[test]
+    fn a_deadline_interrupts_the_statement() {
+        runtime().block_on(async {
+            let conn = Arc::new(Mutex::new(open()));
+            let ctx = Context::background().with_timeout(Duration::from_millis(50));
+            let started = Instant::now();
+            let err = db::sqlite::run_async(&ctx, &conn, |c| count_to(c, 0))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, db::Error::Context(Error::DeadlineExceeded)),
+                "{err:?}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+            // The connection is fine for the next statement.
+            let n = db::sqlite::run_async(&Context::background(), &conn, |c| count_to(c, 10))
+                .await
+                .unwrap();
+            assert_eq!(n, 10);
+        });
+    }
+
+    #[test]
+    fn waiting_for_the_lock_ends_with_the_context() {
+        runtime().block_on(async {
+            let conn = Arc::new(Mutex::new(open()));
+            let held = conn.clone().lock_owned().await;
+            let ctx = Context::background().with_timeout(Duration::from_millis(50));
+            let err = db::sqlite::run_async(&ctx, &conn, |_| -> rusqlite::Result<()> {
+                panic!("f ran without the lock")
+            })
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, db::Error::Context(Error::DeadlineExceeded)),
+                "{err:?}"
+            );
+            drop(held);
+        });
+    }
+
+    /// Dropping the future (a handler whose client went away) interrupts the statement:
+    /// the lock comes free soon after, not when a minutes-long count would end.
+    #[test]
+    fn dropping_the_future_interrupts_the_statement() {
+        runtime().block_on(async {
+            let conn = Arc::new(Mutex::new(open()));
+            let ctx = Context::background();
+            let call = db::sqlite::run_async(&ctx, &conn, |c| count_to(c, 0));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(100), call)
+                    .await
+                    .is_err(),
+                "an endless count ended"
+            );
+            let relocked = tokio::time::timeout(Duration::from_secs(5), conn.lock()).await;
+            assert!(relocked.is_ok(), "the statement ran on after the drop");
+        });
+    }
+
+    #[test]
+    fn a_panic_in_f_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| {
+            runtime().block_on(async {
+                let conn = Arc::new(Mutex::new(open()));
+                let _ = db::sqlite::run_async(
+                    &Context::background(),
+                    &conn,
+                    |_| -> rusqlite::Result<()> { panic!("boom in f") },
+                )
+                .await;
+            })
+        });
+        let payload = caught.expect_err("the panic was swallowed");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom in f"));
+    }
+}

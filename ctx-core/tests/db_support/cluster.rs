@@ -25,6 +25,8 @@ const USER: &str = "ctxpg";
 pub struct Cluster {
     dir: PathBuf,
     port: u16,
+    /// The server's log (`log_connections` is on: a line per session).
+    log: PathBuf,
     server: Option<Child>,
 }
 
@@ -37,6 +39,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             port: 0,
+            log: PathBuf::new(),
             server: None,
         };
         // From here on, a panic drops `cluster`, which cleans up whatever was started.
@@ -77,6 +80,7 @@ impl Cluster {
                 .args(["-c", "lc_messages=C", "-c", "fsync=off"])
                 .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .args(["-c", "shared_buffers=16MB", "-c", "max_connections=50"])
+                .args(["-c", "log_connections=on"])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("a second log handle"))
                 .stderr(log);
@@ -94,6 +98,7 @@ impl Cluster {
                 .unwrap_or_else(|err| panic!("could not start postgres: {err}"));
             cluster.server = Some(server);
             cluster.port = port;
+            cluster.log = log_path.clone();
             match cluster.wait_ready(&log_path) {
                 Ok(()) => return cluster,
                 Err(reason) => {
@@ -138,6 +143,15 @@ impl Cluster {
     /// The server's TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many sessions the server has started so far (its log's "connection authorized"
+    /// lines; a cancel request is not a session).
+    pub fn sessions_started(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("connection authorized")
+            .count()
     }
 
     /// A libpq URL for the superuser `postgres`.

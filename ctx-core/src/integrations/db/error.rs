@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// Why `db::sqlite::run` or `db::postgres::run` returned no result: the context ended
-/// first, or the database (or the pool) failed.
+/// Why `db::sqlite::run`, `db::postgres::run` or a `db::sqlx` `run` returned no result: the
+/// context ended first, or the database (or the pool) failed.
 ///
 /// [`context_error`](Error::context_error) tells the two apart, so a handler can answer a
 /// timeout as a timeout whatever database it used:
@@ -37,6 +37,10 @@ pub enum Error {
     /// was closed, or a hook failed. (A failure to connect is [`Error::Postgres`].)
     #[cfg(feature = "postgres")]
     Pool(deadpool_postgres::PoolError),
+    /// sqlx reported an error that the context's end did not cause (features `sqlx-sqlite`,
+    /// `sqlx-postgres`): the database's, the connection's, or the pool's.
+    #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+    Sqlx(sqlx::Error),
 }
 
 impl Error {
@@ -59,6 +63,8 @@ impl fmt::Display for Error {
             Error::Postgres(err) => write!(f, "postgres: {err}"),
             #[cfg(feature = "postgres")]
             Error::Pool(err) => write!(f, "connection pool: {err}"),
+            #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+            Error::Sqlx(err) => write!(f, "sqlx: {err}"),
         }
     }
 }
@@ -73,6 +79,8 @@ impl std::error::Error for Error {
             Error::Postgres(err) => Some(err),
             #[cfg(feature = "postgres")]
             Error::Pool(err) => Some(err),
+            #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+            Error::Sqlx(err) => Some(err),
         }
     }
 }
@@ -105,5 +113,12 @@ impl From<deadpool_postgres::PoolError> for Error {
             deadpool_postgres::PoolError::Backend(err) => Error::Postgres(err),
             other => Error::Pool(other),
         }
+    }
+}
+
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        Error::Sqlx(err)
     }
 }

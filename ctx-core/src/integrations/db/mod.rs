@@ -1,5 +1,6 @@
 //! Database work under a context: when the context ends, the query stops *on the database*
-//! and the connection stays safe to reuse (features `sqlite` and `postgres`).
+//! and the connection stays safe to reuse (features `sqlite` and `postgres`; for sqlx 0.8,
+//! `sqlx-sqlite` and `sqlx-postgres`: [`sqlx`](mod@sqlx)).
 //!
 //! Dropping a query's future is not enough: the server (or SQLite, in the same thread) goes
 //! on working, and with some drivers the connection is left mid-protocol. Cancelling by hand
@@ -11,8 +12,8 @@
 //! | --- | --- | --- |
 //! | stops the work with | `sqlite3_interrupt` from [`Context::after_func`](crate::Context::after_func) | a cancel request (`CancelToken::cancel_query`) |
 //! | the call returns | when the statement has stopped | at once |
-//! | a late stop signal | cannot happen: every interrupt is issued before `run` returns | cannot reach anyone: the connection is discarded |
-//! | the connection after a stop | reused | closed, and the pool opens a new one |
+//! | a late stop signal | cannot happen: every interrupt is issued before `run` returns | cannot reach anyone: the connection is held until the cancel is delivered |
+//! | the connection after a stop | reused | back to the pool once the cancel is delivered and it answers (in the background); else closed |
 //!
 //! Both return [`Error`]; [`Error::context_error`] says whether the context's end is why.
 //!
@@ -91,9 +92,36 @@ println!("{} rows", rows.len());
 //! `ctx-core/examples/db_sqlite.rs` and `db_postgres.rs` are complete programs.
 
 mod error;
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+mod interrupt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+pub mod sqlx;
 
 pub use error::Error;
+
+/// Runs `task` on the current tokio runtime, or (dropped outside one) on a thread with a
+/// runtime of its own; nobody waits for it. Used for the background part of a cancel.
+#[cfg(any(feature = "postgres", feature = "sqlx-postgres"))]
+fn spawn_detached(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(task)),
+        Err(_) => {
+            // Rare; if the thread or its runtime cannot start, the task is dropped, which
+            // closes the connection it holds.
+            let _ = std::thread::Builder::new()
+                .name("ctx-db-cancel".into())
+                .spawn(move || {
+                    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        runtime.block_on(task);
+                    }
+                });
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! SQLite statements under a context (feature `sqlite`): [`run`].
+//! SQLite statements under a context (feature `sqlite`): [`run`], and [`run_async`] for
+//! async callers (with feature `tokio`).
 //!
 //! SQLite runs in the caller's thread, so the only way to stop a statement from outside is
 //! `sqlite3_interrupt`, which sets a flag on the *connection*: every statement running on it
@@ -18,6 +19,13 @@
 //! started another), the after-func interrupts again every millisecond, so no statement of
 //! `f` outlives the context by more than that.
 //!
+//! # Versions
+//!
+//! Any rusqlite from 0.32 to 0.40 (cargo picks one: the newest unless another crate needs
+//! an older `libsqlite3-sys`, as sqlx 0.8 needs rusqlite 0.32's). The one in use is
+//! re-exported as [`rusqlite`](self::rusqlite): name types through it, or depend on the
+//! same version.
+//!
 //! # Pitfalls
 //!
 //! - The interrupt is per connection: a statement kept active on the same connection
@@ -28,20 +36,14 @@
 //!   transaction); an explicit transaction `f` opened stays open on the connection if `f`
 //!   returns early. Use [`Connection::transaction`](rusqlite::Connection::transaction),
 //!   which rolls back on drop.
-//! - `run` blocks the calling thread; in async code call it from `spawn_blocking`.
-
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+//! - `run` blocks the calling thread; in async code use [`run_async`], which runs it on
+//!   tokio's blocking pool.
 
 pub use rusqlite;
-use rusqlite::{Connection, InterruptHandle};
+use rusqlite::Connection;
 
-use super::Error;
-use crate::{AfterFunc, Context};
-
-/// How often the after-func repeats the interrupt while `f` keeps running after the context
-/// ended.
-const REPEAT: Duration = Duration::from_millis(1);
+use super::{Error, interrupt};
+use crate::Context;
 
 /// Runs `f` on `conn` under `ctx`: when `ctx` ends while `f` runs, the running statement is
 /// interrupted (`sqlite3_interrupt`) and `run` returns [`Error::Context`].
@@ -85,18 +87,11 @@ pub fn run<T>(
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> Result<T, Error> {
     ctx.checkpoint()?;
-    let guard = Arc::new(Guard::default());
-    let after = {
-        let guard = Arc::clone(&guard);
-        let handle = conn.get_interrupt_handle();
-        ctx.after_func(move || guard.interrupt_while_armed(&handle))
-    };
-    let disarm = Disarm {
-        after: &after,
-        guard: &guard,
-    };
+    let handle = conn.get_interrupt_handle();
+    let armed = interrupt::arm(ctx, move || handle.interrupt());
     let result = f(conn);
-    let interrupted = disarm.disarm();
+    // On unwind from a panic in `f`, dropping `armed` disarms just the same.
+    let interrupted = armed.disarm();
     match result {
         Ok(value) => Ok(value),
         // The after-func runs only once the context is done, so `err()` is `Some` here.
@@ -105,77 +100,82 @@ pub fn run<T>(
     }
 }
 
-/// What the after-func and `run` share: whether interrupting is still allowed, and whether
-/// it happened.
-#[derive(Default)]
-struct Guard {
-    state: Mutex<GuardState>,
-    /// Signalled when `run` disarms, so a repeating after-func stops at once.
-    disarmed: Condvar,
-}
-
-#[derive(Default)]
-struct GuardState {
-    /// Set once, by `run`, before it returns; until then, interrupting is allowed.
-    disarmed: bool,
-    /// Whether the after-func interrupted the connection.
-    interrupted: bool,
-}
-
-impl Guard {
-    fn lock(&self) -> MutexGuard<'_, GuardState> {
-        // Nothing panics while holding it (`interrupt` only locks rusqlite's own mutex).
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The after-func: interrupt, and again every [`REPEAT`] until `run` disarms. Every
-    /// `interrupt()` happens with the lock held and the guard armed: that is what keeps
-    /// it from outliving `run`.
-    fn interrupt_while_armed(&self, handle: &InterruptHandle) {
-        let mut state = self.lock();
-        while !state.disarmed {
-            handle.interrupt();
-            state.interrupted = true;
-            state = self
-                .disarmed
-                .wait_timeout(state, REPEAT)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-/// Disarms the guard when `run` ends, on return or unwind.
-struct Disarm<'a> {
-    after: &'a AfterFunc,
-    guard: &'a Guard,
-}
-
-impl Disarm<'_> {
-    /// Disarms; returns whether the connection was interrupted by this call.
-    fn disarm(self) -> bool {
-        let interrupted = self.disarm_now();
-        std::mem::forget(self);
-        interrupted
-    }
-
-    fn disarm_now(&self) -> bool {
-        if self.after.stop() {
-            // The after-func will never run: nothing was or will be interrupted.
-            return false;
-        }
-        // It ran, runs, or is about to. Once we hold the lock it is not inside
-        // `interrupt()`, and after we disarm it never will be.
-        let mut state = self.guard.lock();
-        state.disarmed = true;
-        self.guard.disarmed.notify_all();
-        state.interrupted
-    }
-}
-
-impl Drop for Disarm<'_> {
-    fn drop(&mut self) {
-        // Only on unwind from a panic in `f`: the normal path calls `disarm`.
-        self.disarm_now();
+/// [`run`] for async callers: waits for `conn`'s lock (no longer than `ctx` lasts), then runs
+/// `f` on tokio's blocking pool under `ctx`, with `ctx` as [`Context::current`] there
+/// (feature `tokio` too).
+///
+/// A connection shared by async code sits behind a [`tokio::sync::Mutex`]: its owned guard
+/// is what moves into the blocking pool, so `f` has the connection to itself and the lock is
+/// released when `f` is done. Everything [`run`] promises holds: the statement is
+/// interrupted when `ctx` ends, and no interrupt reaches a later statement on `conn`.
+///
+/// - If `ctx` is already done, or ends while waiting for the lock, `f` does not run:
+///   [`Error::Context`].
+/// - A panic in `f` resumes in the caller.
+///
+/// # Cancellation safety
+///
+/// Dropping the returned future while `f` runs interrupts its statement too (the call
+/// works under a child of `ctx` that the drop cancels); `f` then returns on the blocking
+/// pool, and the lock is released once it has.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ctx_core::{Context, db};
+/// use ctx_core::db::sqlite::rusqlite::Connection;
+/// use tokio::sync::Mutex;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let conn = Arc::new(Mutex::new(Connection::open_in_memory().unwrap()));
+///
+/// let request = Context::background().with_timeout(Duration::from_secs(5));
+/// let sum: i64 = db::sqlite::run_async(&request, &conn, |conn| {
+///     conn.query_row("SELECT 1 + 2 + 3", [], |row| row.get(0))
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(sum, 6);
+///
+/// // Counting to a billion would take minutes; the deadline stops it on the database.
+/// let short = Context::background().with_timeout(Duration::from_millis(50));
+/// let err = db::sqlite::run_async(&short, &conn, |conn| {
+///     conn.query_row(
+///         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1e9)
+///          SELECT count(*) FROM c",
+///         [],
+///         |row| row.get::<_, i64>(0),
+///     )
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(err.context_error(), Some(ctx_core::Error::DeadlineExceeded));
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+pub async fn run_async<T, F>(
+    ctx: &Context,
+    conn: &std::sync::Arc<tokio::sync::Mutex<Connection>>,
+    f: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    ctx.checkpoint()?;
+    let guard = ctx.run(std::sync::Arc::clone(conn).lock_owned()).await?;
+    // Dropping this future drops `scope`, which cancels `child` and so interrupts `f`.
+    let scope = ctx.with_cancel();
+    let child = scope.context().clone();
+    let task = tokio::task::spawn_blocking(move || child.enter(|| run(&child, &guard, f)));
+    let outcome = task.await;
+    drop(scope);
+    match outcome {
+        Ok(result) => result,
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // The runtime is shutting down and dropped the task before it ran.
+            Err(_) => Err(Error::Context(crate::Error::Cancelled)),
+        },
     }
 }

@@ -42,3 +42,8 @@ pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_
 pub use hop::{HopError, Origin};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
 pub use server_body::ContextBody;
+
+/// The reqwest-middleware (0.5) that [`DeadlineMiddleware`] implements, for naming its types
+/// at exactly that version.
+#[cfg(feature = "reqwest")]
+pub use reqwest_middleware;
