@@ -206,14 +206,22 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// A shutdown requested by [`request`](Shutdown::request) only (no signal): the first
-    /// request starts the grace period, a second cancels at once. Must be called within a
-    /// tokio runtime (the grace timer is a task).
+    /// request starts the grace period, a second cancels at once.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the grace timer is a task), as `tokio::spawn` does.
     pub fn new(parent: impl AsRef<Context>, grace: Duration) -> Shutdown {
         Shutdown::start(parent.as_ref(), Signals(Vec::new()), grace)
     }
 
     /// Like [`graceful`], on `signals`; each signal that arrives is a
-    /// [`request`](Shutdown::request) whose cause is [`SignalReceived`].
+    /// [`request`](Shutdown::request) whose cause is [`SignalReceived`]. Fails if a handler
+    /// cannot be installed (SIGKILL, SIGSTOP).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn on_signals(
         parent: impl AsRef<Context>,
         signals: &[SignalKind],
