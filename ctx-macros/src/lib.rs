@@ -225,7 +225,9 @@ use proc_macro::TokenStream;
 /// - a name that a `use` item in the body binds to one of those
 ///   (`use tokio::task::spawn_blocking;`, `use tokio::task as t;`).
 ///
-/// A bare `spawn(..)` or `spawn_blocking(..)` imported outside the function is not flagged
+/// A spawn that carries a context by hand is not flagged: `tokio::spawn(ctx.scope(fut))`,
+/// `spawn_blocking(move || ctx.enter(f))`. A bare `spawn(..)` or `spawn_blocking(..)` imported
+/// outside the function is not flagged either
 /// (`use ctx_core::spawn_blocking;`, the fix, is spelled the same at the call), nor are method
 /// calls such as `Handle::current().spawn(..)` or `JoinSet::spawn`, whose receiver's type the
 /// macro cannot know.

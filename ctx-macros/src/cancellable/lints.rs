@@ -11,7 +11,8 @@
 //! - **Spawning without the context** (any body, unless `allow_detached`): `tokio::spawn`,
 //!   `tokio::task::spawn` and `tokio::task::spawn_blocking` run the task with no ambient
 //!   context, so the deadline and cancellation do not reach it; the fix is `ctx_core::spawn` /
-//!   `ctx_core::spawn_blocking`. Which spellings are found: [`super::spawns`].
+//!   `ctx_core::spawn_blocking`. Which spellings are found, and which spawns carry a context
+//!   by hand (`tokio::spawn(ctx.scope(fut))`): [`super::spawns`].
 //! - **Blocking** (async bodies, unless `allow_blocking`): `std::thread::sleep(..)` or
 //!   `thread::sleep(..)` stops the executor thread, and with it every task on that thread,
 //!   and no checkpoint can interrupt it; so does `ctx.wait()` / `ctx.wait_timeout(..)` on
@@ -251,12 +252,15 @@ impl<'ast> Visit<'ast> for BodyLints<'_> {
                 return call.args.iter().for_each(|arg| self.visit_expr(arg));
             }
             if let Some(spawn) = self.spawn_path(func) {
-                self.spawn_without_context(
-                    &format!("{}(..)", written(func)),
-                    spawn,
-                    last_span(&func.path),
-                );
-                return call.args.iter().for_each(|arg| self.visit_expr(arg));
+                let args: Vec<&syn::Expr> = call.args.iter().collect();
+                if !super::spawns::carries_context(spawn, &args) {
+                    self.spawn_without_context(
+                        &format!("{}(..)", written(func)),
+                        spawn,
+                        last_span(&func.path),
+                    );
+                }
+                return args.into_iter().for_each(|arg| self.visit_expr(arg));
             }
             if self.blocking && !self.in_closure && Self::is_thread_sleep(&func.path) {
                 self.blocking(
@@ -456,6 +460,7 @@ mod tests {
              let c = || task::spawn_blocking(g); \
              { use tokio::task::spawn_blocking; spawn_blocking(h); } \
              ctx_core::spawn(async {}); ctx_core::spawn_blocking(|| 1); spawn(f); \
+             tokio::spawn(ctx.scope(f)); tokio::task::spawn_blocking(move || ctx.enter(g)); \
              fn nested() { tokio::spawn(async {}); } }",
         );
         assert_eq!(

@@ -13,6 +13,10 @@
 //!   `use tokio::spawn as detach;`, `use tokio::task as t;`, `use tokio::task::*;`), in any
 //!   block of the body.
 //!
+//! Not flagged: a spawn that carries a context by hand, `tokio::spawn(ctx.scope(fut))` (its
+//! argument a `.scope(..)` call) or `spawn_blocking(move || ctx.enter(f))` (a closure whose
+//! body is an `.enter(..)` call), as `ctx_core::spawn` itself does.
+//!
 //! Not seen: a bare `spawn(..)` or `spawn_blocking(..)` imported outside the function (the
 //! fix, `use ctx_core::spawn_blocking;`, is spelled the same at the call), method calls
 //! (`Handle::current().spawn(..)`, `JoinSet::spawn`), whose receiver's type the macro cannot
@@ -53,6 +57,26 @@ impl Spawn {
             "spawn_blocking" => Some(Spawn::Blocking),
             _ => None,
         }
+    }
+}
+
+/// Whether a spawn's arguments carry a context by hand: `tokio::spawn(ctx.scope(fut))`, or
+/// `spawn_blocking(move || ctx.enter(f))` (the closure's body, braces or not, an `.enter(..)`).
+pub(crate) fn carries_context(spawn: Spawn, args: &[&syn::Expr]) -> bool {
+    let [arg] = args else {
+        return false;
+    };
+    let method_is = |expr: &syn::Expr, name: &str| matches!(expr, syn::Expr::MethodCall(call) if call.method == name);
+    match (spawn, arg) {
+        (Spawn::Task, arg) => method_is(arg, "scope"),
+        (Spawn::Blocking, syn::Expr::Closure(closure)) => match &*closure.body {
+            syn::Expr::Block(block) => match block.block.stmts.as_slice() {
+                [syn::Stmt::Expr(expr, None)] => method_is(expr, "enter"),
+                _ => false,
+            },
+            body => method_is(body, "enter"),
+        },
+        _ => false,
     }
 }
 
@@ -218,6 +242,24 @@ mod tests {
             spawns("{ use tokio::task::*; }", &["spawn", "spawn_blocking"]),
             [Some(Task), Some(Blocking)]
         );
+    }
+
+    #[test]
+    fn spawns_that_carry_a_context_by_hand() {
+        let carries = |spawn, arg: &str| {
+            let arg: syn::Expr = syn::parse_str(arg).unwrap();
+            carries_context(spawn, &[&arg])
+        };
+        assert!(carries(Spawn::Task, "ctx.scope(async {})"));
+        assert!(carries(Spawn::Task, "Context::current().scope(fetch())"));
+        assert!(carries(Spawn::Blocking, "move || ctx.enter(work)"));
+        assert!(carries(Spawn::Blocking, "move || { ctx.enter(|| 1) }"));
+        assert!(!carries(Spawn::Task, "async move { ctx.scope(f).await }"));
+        assert!(!carries(
+            Spawn::Blocking,
+            "move || { let x = 1; ctx.enter(|| x) }"
+        ));
+        assert!(!carries(Spawn::Blocking, "ctx.scope(f)"));
     }
 
     #[test]

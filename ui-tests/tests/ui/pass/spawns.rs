@@ -1,6 +1,7 @@
 //! What the spawn check lets through: `ctx_core::spawn` / `ctx_core::spawn_blocking` (the
 //! task runs under the function's context), tokio's spawns with `allow_detached` (work meant
-//! to outlive the call), in nested functions (other functions), and a bare `spawn` imported
+//! to outlive the call), tokio's spawns that carry a context by hand (`ctx.scope(fut)`,
+//! `ctx.enter(f)`), in nested functions (other functions), and a bare `spawn` imported
 //! outside the function (it may well be ctx_core's: the check cannot tell).
 #![deny(warnings)]
 #![allow(dead_code)]
@@ -14,6 +15,16 @@ use ctx_core::{Context, Error, cancellable, spawn_blocking};
 async fn carried() -> Result<(bool, bool), Error> {
     let task = ctx_core::spawn(async { Context::current().deadline().is_some() });
     let blocking = spawn_blocking(|| Context::current().deadline().is_some());
+    Ok((task.await.unwrap_or(false), blocking.await.unwrap_or(false)))
+}
+
+/// A context carried by hand: what `ctx_core::spawn` does.
+#[cancellable(timeout = "1h")]
+async fn by_hand(ctx: &Context) -> Result<(bool, bool), Error> {
+    let task = tokio::spawn(ctx.scope(async { Context::current().deadline().is_some() }));
+    let ctx = ctx.clone();
+    let blocking =
+        tokio::task::spawn_blocking(move || ctx.enter(|| Context::current().deadline().is_some()));
     Ok((task.await.unwrap_or(false), blocking.await.unwrap_or(false)))
 }
 
@@ -44,6 +55,7 @@ fn main() {
     runtime.block_on(async {
         assert_eq!(carried().await, Ok((true, true)));
         assert_eq!(fire_and_forget().await, Ok(true));
+        assert_eq!(by_hand(&Context::background()).await, Ok((true, true)));
         assert_eq!(with_helper().await, Ok(7));
         tokio::time::sleep(Duration::from_millis(1)).await;
     });
