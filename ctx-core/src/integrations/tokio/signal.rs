@@ -170,14 +170,14 @@ pub fn graceful(parent: impl AsRef<Context>, grace: Duration) -> std::io::Result
 ///   accepting and waits for the connections it has.
 /// - [`reason`](Shutdown::reason): the first request's cause (`received SIGTERM`).
 ///
-/// Keep a handle until the server has returned: once every handle (and, for
-/// [`graceful`], the signal listener with it) is dropped, the root is cancelled at once, as
-/// dropping a [`CancelScope`] cancels its context. The timer and the listener run in one tokio
-/// task, which ends with the shutdown.
+/// Keep a handle until the server has returned: once every handle is dropped, the root is
+/// cancelled at once and no signal is listened for any more, as dropping a [`CancelScope`]
+/// cancels its context. The grace timer and the signal listener run in one tokio task, which
+/// ends with the shutdown.
 ///
 /// # Examples
 ///
-/// Requested by hand (a grace period of zero cancels the requests in flight at once):
+/// Requested by hand (a grace period of zero would cancel the requests in flight at once):
 ///
 /// ```
 /// use std::time::Duration;
