@@ -75,8 +75,8 @@
 //! | feature | default | gives |
 //! | --- | --- | --- |
 //! | `macros` | yes | [`#[cancellable]`](macro@cancellable) and [`#[derive(ContextKey)]`](macro@ContextKey) |
-//! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`process::output`] |
-//! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec, [`http::AdmissionLayer`] (deadline-aware admission under overload) |
+//! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`signal::graceful`], [`process::output`] |
+//! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec, [`http::AdmissionLayer`] (deadline-aware admission under overload), [`http::RetryPolicy`] |
 //! | `axum` | | `Context` as an axum extractor (and `tower`) |
 //! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
 //! | `reqwest` | | [`http::DeadlineMiddleware`]: reqwest requests bounded by their context (and `tower`) |
@@ -90,6 +90,10 @@
 //!
 //! With no feature at all ctx-core depends on nothing but `pin-project-lite`. Each
 //! integration uses only the public API shown here, as a crate of your own would.
+//!
+//! Building with `RUSTFLAGS="--cfg ctx_deny_todo"` marks [`Context::todo`] deprecated, so each
+//! call of it in your crates warns, naming the fix, and `-D warnings` fails the build until
+//! every context is plumbed: `Context::todo()` found in CI, as Go's `context.TODO` promises.
 //!
 //! # Versions
 //!
@@ -359,6 +363,8 @@
 //! # #[cfg(not(feature = "test-util"))] fn main() {}
 //! ```
 #![warn(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item shows the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
 mod integrations;
@@ -369,19 +375,25 @@ pub use context::{
 };
 
 #[cfg(feature = "debug-tree")]
+#[cfg_attr(docsrs, doc(cfg(feature = "debug-tree")))]
 pub use context::debug;
 #[cfg(feature = "test-util")]
 pub use context::testing;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use integrations::db;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use integrations::http;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use integrations::tokio::{Group, process, signal, spawn, spawn_blocking};
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use integrations::trace;
 
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use ctx_macros::{ContextKey, cancellable};
 
 /// What the macros' generated code calls; not public API (see `context/macro_support.rs`).

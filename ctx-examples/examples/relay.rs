@@ -141,8 +141,12 @@ async fn run(options: Options) -> Result<(), String> {
     if let Some(url) = &options.upstream {
         hop = hop.upstream(relay::upstream(url)?);
     }
-    // The server's root: SIGTERM or SIGINT cancels it, and with it every RPC in flight.
-    let root = signal::notify(Context::background(), &[]).map_err(|e| e.to_string())?;
+    // The server's root, a graceful shutdown on SIGTERM or SIGINT: the server stops
+    // accepting, and with a grace period of zero (the wire contract: cancel, then drain) its
+    // root context is cancelled at once, and with it every RPC in flight. A service that lets
+    // its RPCs finish passes a grace period here; a second signal then cancels them at once.
+    let root =
+        signal::graceful(Context::background(), Duration::ZERO).map_err(|e| e.to_string())?;
     let (listener, addr) = relay::bind(options.listen)
         .await
         .map_err(|e| format!("binding {}: {e}", options.listen))?;
@@ -156,8 +160,8 @@ async fn run(options: Options) -> Result<(), String> {
     println!("listening on {addr}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
 
-    root.done().await;
-    let cause = root.cause().map_or("stopped".into(), |c| c.to_string());
+    root.requested().await;
+    let cause = root.reason().map_or("stopped".into(), |c| c.to_string());
     serving
         .await
         .map_err(|e| e.to_string())?

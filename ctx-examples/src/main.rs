@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ctx_core::Context;
+use ctx_core::signal::{self, Shutdown};
 use tokio::net::TcpListener;
 
 const HELP: &str = "\
@@ -46,6 +47,10 @@ ENDPOINTS:
 
 Send a deadline with gRPC's header, e.g.:
     curl -H 'grpc-timeout: 100m' http://127.0.0.1:PORT/slow
+
+SHUTDOWN (--serve):
+    Ctrl-C or SIGTERM stops accepting and gives the requests in flight 10s to finish, then
+    cancels what is left; a second Ctrl-C cancels them at once
 ";
 
 struct Options {
@@ -114,19 +119,21 @@ fn main() -> std::process::ExitCode {
 /// The planned length of the SQLite query (`/slow`, and `backend`'s work on `/chain`).
 const SLOW_QUERY: Duration = Duration::from_millis(150);
 
+/// How long the requests in flight have to finish once shutdown begins.
+const GRACE: Duration = Duration::from_secs(10);
+
 async fn run(options: Options) -> Result<(), String> {
     // Eight SQLite connections; `/slow`'s query is ~150 ms of work on an idle core (more
     // when eight share the machine's cores).
     let app = api::App::new(db::Db::open(8, SLOW_QUERY)?);
-    // The server's root: cancelling it cancels every request in flight.
-    let (root, shutdown) = match options.serve {
-        Some(_) => {
-            let scope =
-                ctx_core::signal::notify(Context::background(), &[]).map_err(|e| e.to_string())?;
-            scope.into_parts()
-        }
-        None => Context::background().with_cancel().into_parts(),
+    // Graceful shutdown: at the first request (Ctrl-C or SIGTERM with --serve; the end of the
+    // mix otherwise) the server stops accepting and the requests in flight have GRACE to
+    // finish; then the root, and every request under it, is cancelled.
+    let shutdown = match options.serve {
+        Some(_) => signal::graceful(Context::background(), GRACE).map_err(|e| e.to_string())?,
+        None => Shutdown::new(Context::background(), GRACE),
     };
+    let root = shutdown.context().clone();
     // The gRPC hops behind `/chain`, under the same root: shutdown drains them too.
     let hops = hops::Hops::start(app.clone(), &root, SLOW_QUERY).await?;
     let port = options.serve.unwrap_or(0);
@@ -138,16 +145,19 @@ async fn run(options: Options) -> Result<(), String> {
         listener,
         api::router(app.clone()).merge(hops::router(app.clone(), hops.clone())),
         root.clone(),
+        shutdown.requested(),
     ));
 
     if options.serve.is_some() {
         println!("serving on http://{addr} (Ctrl-C to stop); try:");
         println!("    curl -H 'grpc-timeout: 100m' http://{addr}/slow");
         println!("    curl http://{addr}/debug/contexts");
-        let _ = root.done().await;
+        shutdown.requested().await;
         println!(
-            "\n{}: shutting down",
-            root.cause().map_or("stopped".into(), |c| c.to_string())
+            "\n{}: shutting down (requests in flight have {GRACE:?}; Ctrl-C again to cancel them)",
+            shutdown
+                .reason()
+                .map_or("stopped".into(), |c| c.to_string())
         );
     } else {
         println!(
@@ -178,19 +188,23 @@ async fn run(options: Options) -> Result<(), String> {
         );
     }
 
-    // Graceful shutdown: cancel the root, wait for every connection and handler.
+    // Graceful shutdown: stop accepting, wait for every connection and handler (at most
+    // GRACE, then the root is cancelled), then cancel what is left: the gRPC hops.
     let shutdown_started = Instant::now();
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), server)
+    if !shutdown.is_requested() {
+        shutdown.request("the mix is done"); // (with --serve, the signal requested it)
+    }
+    tokio::time::timeout(GRACE + Duration::from_secs(30), server)
         .await
-        .map_err(|_| "shutdown took longer than 30s".to_string())?
+        .map_err(|_| "shutdown took longer than 30s past its grace period".to_string())?
         .map_err(|e| e.to_string())?;
+    shutdown.request("the gateway has drained");
     tokio::time::timeout(Duration::from_secs(30), hops.wait())
         .await
         .map_err(|_| "the gRPC hops took longer than 30s to drain".to_string())??;
     let left = app.running.load(Ordering::SeqCst);
     println!(
-        "shutdown: root cancelled, waited {:.1}ms for in-flight work; {left} handlers left running",
+        "shutdown: stopped accepting, waited {:.1}ms for in-flight work; {left} handlers left running",
         shutdown_started.elapsed().as_secs_f64() * 1e3
     );
     if left != 0 {

@@ -1,7 +1,8 @@
 //! Serving: hyper's HTTP/1 server (which drops a handler's future when its client hangs
-//! up), every request under `ContextLayer`, and a graceful shutdown driven by the root
-//! context.
+//! up), every request under `ContextLayer`, and a graceful shutdown driven by
+//! `ctx_core::signal::Shutdown`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,18 +21,25 @@ use tokio::net::TcpListener;
 use crate::api::App;
 use crate::stats::Outcome;
 
-/// Serves `router` on `listener` until `root` ends, then waits for every connection (and
-/// so every handler) to finish.
-pub async fn serve(listener: TcpListener, router: Router, root: Context) {
+/// Serves `router` on `listener`, every request under `root`, until `stop` resolves
+/// (`Shutdown::requested`), then waits for every connection (and so every handler) to
+/// finish: those still running when `root` is cancelled (the grace period's end) end then.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    root: Context,
+    stop: impl Future<Output = ()>,
+) {
     let layer = ContextLayer::new(&root)
         .default_timeout(Duration::from_secs(10))
         .max_timeout(Duration::from_secs(30));
     let service = TowerToHyperService::new(router.layer(layer));
     let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let accepted = match root.run(listener.accept()).await {
-            Ok(accepted) => accepted,
-            Err(_) => break, // the root ended: stop accepting
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break, // shutdown requested: stop accepting
         };
         let Ok((stream, _peer)) = accepted else {
             continue;

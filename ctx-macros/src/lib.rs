@@ -97,7 +97,7 @@ use proc_macro::TokenStream;
 /// | `ctx = name` | the parameter `name` is the parent (when the type does not say so, or there are two) |
 /// | `checkpoints = "all"` | what to insert: `"all"` (the default), `"loops"`, `"awaits"` or `"none"` |
 /// | `crate = "::path"` | where `ctx_core` is, for crates that re-export it; must be absolute (`::a::b` or `crate::a`) |
-/// | `allow_detached` | the body may start a new context tree (see [the context chain](#the-context-chain)) |
+/// | `allow_detached` | the body may start a new context tree or spawn a task without its context (see [the context chain](#the-context-chain)) |
 /// | `allow_blocking` | an async body may block its thread (see [blocking](#blocking-in-async-bodies)) |
 ///
 /// A parent deadline earlier than the child's stands, as in Go.
@@ -210,6 +210,37 @@ use proc_macro::TokenStream;
 /// a `use` alias (`use ctx_core::Context as Ctx; Ctx::background()`), a type alias, a helper
 /// function that returns a root, or `Default::default()` whose type is only inferred. And
 /// another crate's type named `Context` is taken for ctx_core's.
+///
+/// Spawning breaks the chain too: tokio's task-locals do not follow `tokio::spawn`, so a task
+/// spawned with it runs under no context (`Context::current()` there is the background), the
+/// caller's deadline and cancellation never reach it, and it may outlive the request. These are
+/// compile errors, whose message names the fix, `ctx_core::spawn` / `ctx_core::spawn_blocking`
+/// (which run the task under the function's context), or `allow_detached` for work meant to
+/// outlive the call:
+///
+/// - `tokio::spawn`, `tokio::task::spawn`, `tokio::task::spawn_blocking`, with or without a
+///   leading `::` or a turbofish, called or passed as a function;
+/// - `task::spawn` and `task::spawn_blocking` (the spelling after `use tokio::task;`: a module
+///   named `task` is taken for tokio's);
+/// - a name that a `use` item in the body binds to one of those
+///   (`use tokio::task::spawn_blocking;`, `use tokio::task as t;`).
+///
+/// A spawn that carries a context by hand is not flagged: `tokio::spawn(ctx.scope(fut))`,
+/// `spawn_blocking(move || ctx.enter(f))`. A bare `spawn(..)` or `spawn_blocking(..)` imported
+/// outside the function is not flagged either
+/// (`use ctx_core::spawn_blocking;`, the fix, is spelled the same at the call), nor are method
+/// calls such as `Handle::current().spawn(..)` or `JoinSet::spawn`, whose receiver's type the
+/// macro cannot know.
+///
+/// ```compile_fail
+/// use ctx_core::{Error, cancellable};
+///
+/// #[cancellable(timeout = "1s")]
+/// async fn refresh() -> Result<(), Error> {
+///     tokio::spawn(async {}); // error: spawn with `ctx_core::spawn(..)` instead
+///     Ok(())
+/// }
+/// ```
 ///
 /// # Blocking in async bodies
 ///

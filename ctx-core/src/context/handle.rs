@@ -74,6 +74,12 @@ impl Context {
 
     /// Like [`background`](Context::background), but says "the right context is not
     /// plumbed here yet"; searchable, and shown as `context.TODO`. Go's `context.TODO()`.
+    #[cfg_attr(
+        ctx_deny_todo,
+        deprecated(
+            note = "a context is not plumbed here yet (`--cfg ctx_deny_todo` reports each `Context::todo()`): take the caller's `&Context` as a parameter and pass it on, or use `Context::current()` where the caller made it current"
+        )
+    )]
     pub const fn todo() -> Context {
         Context {
             link: Link::Root(Root::Todo),

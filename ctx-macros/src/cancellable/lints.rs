@@ -8,6 +8,11 @@
 //!   (`ctx_core::Context::background`, called or passed as a function), `<Context>::default()`
 //!   and `<Context as Default>::default()`, and `Default::default()` where the code says it is
 //!   a context (`let c: Context = Default::default();`).
+//! - **Spawning without the context** (any body, unless `allow_detached`): `tokio::spawn`,
+//!   `tokio::task::spawn` and `tokio::task::spawn_blocking` run the task with no ambient
+//!   context, so the deadline and cancellation do not reach it; the fix is `ctx_core::spawn` /
+//!   `ctx_core::spawn_blocking`. Which spellings are found, and which spawns carry a context
+//!   by hand (`tokio::spawn(ctx.scope(fut))`): [`super::spawns`].
 //! - **Blocking** (async bodies, unless `allow_blocking`): `std::thread::sleep(..)` or
 //!   `thread::sleep(..)` stops the executor thread, and with it every task on that thread,
 //!   and no checkpoint can interrupt it; so does `ctx.wait()` / `ctx.wait_timeout(..)` on
@@ -34,6 +39,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
 
+use super::spawns::{Imports, Spawn};
 use crate::common::path_ends_with;
 
 /// The checks on one body.
@@ -48,6 +54,8 @@ pub(crate) struct BodyLints<'a> {
     blocking: bool,
     /// Inside a closure (blocking is not reported there).
     in_closure: bool,
+    /// The names the body's `use` items bind to tokio's spawns.
+    imports: Imports,
     errors: Vec<darling::Error>,
 }
 
@@ -64,6 +72,7 @@ impl<'a> BodyLints<'a> {
             detached,
             blocking,
             in_closure: false,
+            imports: Imports::default(),
             errors: Vec::new(),
         }
     }
@@ -71,6 +80,9 @@ impl<'a> BodyLints<'a> {
     /// Walks `block`; the errors, in source order.
     pub(crate) fn check(mut self, block: &syn::Block) -> Vec<darling::Error> {
         if self.detached || self.blocking {
+            if self.detached {
+                self.imports = Imports::of(block);
+            }
             self.visit_block(block);
         }
         self.errors
@@ -98,6 +110,30 @@ impl<'a> BodyLints<'a> {
             ))
             .with_span(&span),
         );
+    }
+
+    fn spawn_without_context(&mut self, written: &str, spawn: Spawn, span: Span) {
+        self.errors.push(
+            darling::Error::custom(format!(
+                "`{written}` inside `#[cancellable]` function `{function}` spawns a task without \
+                 the function's context: the caller's deadline and cancellation do not reach it \
+                 (`Context::current()` there is the background context), and it may outlive the \
+                 call. Spawn it with `{fix}(..)` instead, which runs it under the function's \
+                 context; for work meant to outlive the call, write \
+                 `#[cancellable(allow_detached)]` on the function",
+                function = self.function,
+                fix = spawn.fix(),
+            ))
+            .with_span(&span),
+        );
+    }
+
+    /// A path to one of tokio's spawns, if the detaching checks are on.
+    fn spawn_path(&self, expr: &syn::ExprPath) -> Option<Spawn> {
+        if !self.detached || expr.qself.is_some() {
+            return None;
+        }
+        self.imports.spawn(&expr.path)
     }
 
     fn blocking(&mut self, written: &str, instead: &str, span: Span) {
@@ -215,6 +251,17 @@ impl<'ast> Visit<'ast> for BodyLints<'_> {
                 self.detached(&format!("{written}()"), last_span(&func.path));
                 return call.args.iter().for_each(|arg| self.visit_expr(arg));
             }
+            if let Some(spawn) = self.spawn_path(func) {
+                let args: Vec<&syn::Expr> = call.args.iter().collect();
+                if !super::spawns::carries_context(spawn, &args) {
+                    self.spawn_without_context(
+                        &format!("{}(..)", written(func)),
+                        spawn,
+                        last_span(&func.path),
+                    );
+                }
+                return args.into_iter().for_each(|arg| self.visit_expr(arg));
+            }
             if self.blocking && !self.in_closure && Self::is_thread_sleep(&func.path) {
                 self.blocking(
                     &format!("{}(..)", written(func)),
@@ -234,6 +281,9 @@ impl<'ast> Visit<'ast> for BodyLints<'_> {
             && let Some(written) = Self::detaching_path(expr)
         {
             self.detached(&written, last_span(&expr.path));
+        }
+        if let Some(spawn) = self.spawn_path(expr) {
+            self.spawn_without_context(&written(expr), spawn, last_span(&expr.path));
         }
         if self.blocking && !self.in_closure && Self::is_thread_sleep(&expr.path) {
             self.blocking(
@@ -398,6 +448,43 @@ mod tests {
             errors[0]
         );
         assert!(errors[3].contains("`ctx.done().await`"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn spawning_without_the_context() {
+        let errors = lint(
+            Some("ctx"),
+            false,
+            "{ tokio::spawn(async {}); ::tokio::task::spawn_blocking(|| 1); \
+             task::spawn(f); futures.map(tokio::spawn); \
+             let c = || task::spawn_blocking(g); \
+             { use tokio::task::spawn_blocking; spawn_blocking(h); } \
+             ctx_core::spawn(async {}); ctx_core::spawn_blocking(|| 1); spawn(f); \
+             tokio::spawn(ctx.scope(f)); tokio::task::spawn_blocking(move || ctx.enter(g)); \
+             fn nested() { tokio::spawn(async {}); } }",
+        );
+        assert_eq!(
+            first_words(&errors),
+            [
+                "`tokio::spawn(..)`",
+                "`::tokio::task::spawn_blocking(..)`",
+                "`task::spawn(..)`",
+                "`tokio::spawn`",
+                "`task::spawn_blocking(..)`",
+                "`spawn_blocking(..)`",
+            ]
+        );
+        assert!(
+            errors[0].contains("`ctx_core::spawn(..)` instead"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("`ctx_core::spawn_blocking(..)` instead"),
+            "{}",
+            errors[1]
+        );
+        assert!(errors[0].contains("allow_detached"), "{}", errors[0]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod expand;
 mod lifetimes;
 mod lints;
 mod plan;
+mod spawns;
 mod validate;
 
 use proc_macro2::TokenStream;

@@ -11,6 +11,7 @@
 //! | `g.SetLimit(n)` | [`Group::set_limit`] |
 //! | `go f(ctx)` (the context passed by hand) | [`spawn`]: the caller's `Context::current()` follows the task |
 //! | `signal.NotifyContext(ctx, os.Interrupt)` | [`signal::notify`](crate::signal::notify) |
+//! | `srv.Shutdown(ctx)` after a signal, with a grace period | [`signal::graceful`](crate::signal::graceful) |
 //! | `exec.CommandContext(ctx, ...)` + `Cancel` + `WaitDelay` | [`process::output`](crate::process::output) |
 //!
 //! # WaitGroup and errgroup: [`Group`]
@@ -51,7 +52,8 @@
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
-//! let root = ctx_core::signal::notify(&ctx_core::Context::background(), &[])?; // SIGINT, SIGTERM
+//! use ctx_core::signal::{self, DEFAULT_SIGNALS};
+//! let root = signal::notify(&ctx_core::Context::background(), DEFAULT_SIGNALS)?; // SIGINT, SIGTERM
 //! // ... serve with `root` as the parent of every request ...
 //! root.done().await; // a signal arrived
 //! # Ok(()) }
