@@ -17,6 +17,7 @@
 //! A call that a context ended names itself in a [`HopError`] (what was called, on which
 //! host, which side ran out), so a log says where the budget ran out.
 
+mod admission;
 pub mod baggage;
 #[cfg(any(feature = "tonic", feature = "reqwest"))]
 mod body;
@@ -34,6 +35,9 @@ mod server;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest::DeadlineMiddleware;
+pub use admission::{
+    AdmissionBody, AdmissionFuture, AdmissionLayer, AdmissionService, AdmissionStats,
+};
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_grpc_timeout};
 pub use hop::{HopError, Origin};
