@@ -31,6 +31,7 @@ mod hop;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+mod retry;
 mod server;
 
 #[cfg(feature = "reqwest")]
@@ -41,4 +42,9 @@ pub use admission::{
 pub use client::{BoxError, DeadlineFuture, PropagateDeadline, PropagateDeadlineLayer};
 pub use grpc_timeout::{GRPC_TIMEOUT, InvalidTimeout, format_grpc_timeout, parse_grpc_timeout};
 pub use hop::{HopError, Origin};
+#[cfg(feature = "reqwest")]
+pub use retry::RetryMiddleware;
+#[cfg(feature = "tonic")]
+pub use retry::{BufferBody, BufferBodyLayer};
+pub use retry::{Failure, GRPC_PREVIOUS_RPC_ATTEMPTS, RetryBody, RetryPolicy};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
