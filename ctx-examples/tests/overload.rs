@@ -8,7 +8,7 @@ fn demo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ctx-examples"))
 }
 
-const CONFIGS: [&str; 2] = ["no ctx", "ctx propagation"];
+const CONFIGS: [&str; 3] = ["no ctx", "ctx propagation", "ctx + admission"];
 
 #[test]
 fn the_quick_overload_scenario_prints_every_table_and_writes_the_chart() {

@@ -5,8 +5,8 @@
 //! - `/relay` calls the upstream over gRPC (`relay::Upstream`, through `grpc::ClientLayer`).
 //!
 //! Every request runs on one of [`WORKERS`] workers (a semaphore: the server's thread pool or
-//! connection limit), held until its work ends. How the handlers treat deadlines is the
-//! [`Config`] under test.
+//! connection limit), held until its work ends. How the handlers treat deadlines, whether
+//! each route admits its requests, and how `/relay` retries are the [`Config`] under test.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,9 +20,14 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ctx_core::http::{ContextLayer, GRPC_TIMEOUT, parse_grpc_timeout};
+use ctx_core::http::grpc::{ClientLayer, ClientService};
+use ctx_core::http::{
+    AdmissionLayer, AdmissionStats, BufferBody, BufferBodyLayer, ContextLayer, GRPC_TIMEOUT,
+    RetryPolicy, parse_grpc_timeout,
+};
 use ctx_core::{CancelHandle, Context};
 use ctx_examples::relay::pb::HopRequest;
+use ctx_examples::relay::pb::relay_client::RelayClient;
 use ctx_examples::relay::{self as relay_pb};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -31,7 +36,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::Code;
+use tonic::transport::Channel;
 use tower::ServiceBuilder;
+use tower::retry::budget::TpsBudget;
+use tower::retry::{Retry, RetryLayer};
 use tower::util::BoxCloneService;
 
 use crate::api::{ApiError, App};
@@ -41,6 +49,8 @@ use crate::db;
 pub const WORKERS: usize = 64;
 /// Attempts per upstream call with naive retries (the first and three retries).
 const NAIVE_ATTEMPTS: u32 = 4;
+/// `/relay`'s places under admission: half the workers, so `/work` always finds one.
+const RELAY_MAX_IN_FLIGHT: usize = WORKERS / 2;
 
 /// How the gateway treats deadlines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,15 +63,20 @@ pub enum Config {
     /// SQLite query and ends the wait for a worker or a connection when it ends; upstream
     /// calls carry what is left of it; naive retries, which end with the context.
     Ctx,
+    /// `ContextLayer`, and on each route an `AdmissionLayer` sized to what bounds it
+    /// (`/work`: the SQLite pool; `/relay`: half the workers); `/relay` retries with
+    /// `RetryPolicy` (a 10% retry budget).
+    Admission,
 }
 
 impl Config {
-    pub const ALL: [Config; 2] = [Config::NoCtx, Config::Ctx];
+    pub const ALL: [Config; 3] = [Config::NoCtx, Config::Ctx, Config::Admission];
 
     pub fn name(self) -> &'static str {
         match self {
             Config::NoCtx => "no ctx",
             Config::Ctx => "ctx propagation",
+            Config::Admission => "ctx + admission",
         }
     }
 
@@ -70,6 +85,7 @@ impl Config {
         match self {
             Config::NoCtx => "naive: 3, at once",
             Config::Ctx => "naive: 3, at once, within the deadline",
+            Config::Admission => "RetryPolicy",
         }
     }
 }
@@ -138,28 +154,68 @@ fn track(meter: &Arc<Meter>, mut request: http::Request<Incoming>) -> http::Requ
     request
 }
 
+/// An upstream client whose calls `RetryPolicy` retries: each attempt's body kept
+/// (`BufferBodyLayer`), the policy, then `ClientLayer` (each attempt carries the budget left
+/// at that attempt).
+type RetryingUpstream = RelayClient<BufferBody<Retry<RetryPolicy, ClientService<Channel>>>>;
+
+/// How `/relay` reaches the upstream.
+#[derive(Clone)]
+enum UpstreamClient {
+    Naive(relay_pb::Upstream),
+    Policy(RetryingUpstream),
+}
+
 struct Shared {
     config: Config,
     app: Arc<App>,
     /// The server's root: every request's context and every detached task ends with it.
     root: Context,
     workers: Arc<Semaphore>,
-    upstream: relay_pb::Upstream,
+    upstream: UpstreamClient,
 }
 
 /// A running gateway.
 pub struct Gateway {
     pub addr: SocketAddr,
     pub meter: Arc<Meter>,
+    /// The admission layers of `/work` and `/relay` (configuration `Admission`).
+    admission: Option<(AdmissionLayer, AdmissionLayer)>,
     shutdown: CancelHandle,
     server: JoinHandle<()>,
 }
 
 impl Gateway {
-    /// Serves on loopback: `/work` on `app`'s SQLite pool, `/relay` to `upstream`.
+    /// What `/work`'s and `/relay`'s admission layers did, under `Admission`.
+    pub fn admission_stats(&self) -> Option<(AdmissionStats, AdmissionStats)> {
+        self.admission.as_ref().map(|(w, r)| (w.stats(), r.stats()))
+    }
+}
+
+fn retrying_upstream(upstream: SocketAddr) -> RetryingUpstream {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
+        .expect("a loopback URL")
+        .connect_lazy();
+    // Retries may add 10% to the load (plus a reserve of 10 for a cold start), the retry
+    // budget Google's SRE book recommends per client.
+    let budget = TpsBudget::new(Duration::from_secs(10), 1, 0.1);
+    let policy = RetryPolicy::new().budget(Arc::new(budget));
+    RelayClient::new(
+        ServiceBuilder::new()
+            .layer(BufferBodyLayer::new())
+            .layer(RetryLayer::new(policy))
+            .layer(ClientLayer::new().authority(upstream.to_string()))
+            .service(channel),
+    )
+}
+
+impl Gateway {
+    /// Serves on loopback: `/work` on `app`'s SQLite pool (of `pool` connections), `/relay`
+    /// to `upstream`.
     pub async fn start(
         config: Config,
         app: Arc<App>,
+        pool: usize,
         upstream: SocketAddr,
     ) -> Result<Gateway, String> {
         let (root, shutdown) = Context::background().with_cancel().into_parts();
@@ -168,12 +224,30 @@ impl Gateway {
             app,
             root: root.clone(),
             workers: Arc::new(Semaphore::new(WORKERS)),
-            upstream: relay_pb::upstream(&format!("http://{upstream}"))?,
+            upstream: match config {
+                Config::Admission => UpstreamClient::Policy(retrying_upstream(upstream)),
+                _ => UpstreamClient::Naive(relay_pb::upstream(&format!("http://{upstream}"))?),
+            },
         });
-        let router = Router::new()
-            .route("/work", get(work))
-            .route("/relay", get(relay))
-            .with_state(shared);
+        let (router, admission) = match config {
+            Config::Admission => {
+                // Each route admits what its resource can serve: the query as many as
+                // there are connections, the upstream calls as many as it may hold workers.
+                let work_admission = AdmissionLayer::new(pool);
+                let relay_admission = AdmissionLayer::new(RELAY_MAX_IN_FLIGHT);
+                let router = Router::new()
+                    .route("/work", get(work).layer(work_admission.clone()))
+                    .route("/relay", get(relay).layer(relay_admission.clone()));
+                (router, Some((work_admission, relay_admission)))
+            }
+            _ => (
+                Router::new()
+                    .route("/work", get(work))
+                    .route("/relay", get(relay)),
+                None,
+            ),
+        };
+        let router = router.with_state(shared);
         let meter = Arc::new(Meter::default());
         let stamp = meter.clone();
         let service = ServiceBuilder::new()
@@ -191,6 +265,7 @@ impl Gateway {
         Ok(Gateway {
             addr,
             meter,
+            admission,
             shutdown,
             server,
         })
@@ -255,7 +330,7 @@ async fn work(
             task.await
                 .unwrap_or_else(|e| Err(ApiError::Backend(e.to_string())))
         }
-        Config::Ctx => {
+        Config::Ctx | Config::Admission => {
             let ctx = Context::current();
             match ctx.run(shared.workers.clone().acquire_owned()).await {
                 Ok(_worker) => db::query_with(&shared.app, &ctx, record).await,
@@ -291,7 +366,7 @@ async fn relay(
             task.await
                 .unwrap_or_else(|e| ApiError::Backend(e.to_string()).into_response())
         }
-        Config::Ctx => {
+        Config::Ctx | Config::Admission => {
             let ctx = Context::current();
             match ctx.run(shared.workers.clone().acquire_owned()).await {
                 Ok(_worker) => call_upstream(&shared).await,
@@ -301,22 +376,31 @@ async fn relay(
     }
 }
 
-/// Calls the upstream, retrying UNAVAILABLE at once (naive retries); the current context's
-/// remaining budget travels with each attempt (`ClientLayer`).
+/// Calls the upstream: naive retries (UNAVAILABLE again at once) or `RetryPolicy`'s; the
+/// current context's remaining budget travels with each attempt (`ClientLayer`).
 async fn call_upstream(shared: &Shared) -> Response {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let request = HopRequest {
-            work_ms: 0,
-            rest: None,
-            count: 0,
-        };
-        match shared.upstream.clone().forward(request).await {
-            Ok(_) => return (StatusCode::OK, "relayed\n").into_response(),
-            Err(status) if status.code() == Code::Unavailable && attempts < NAIVE_ATTEMPTS => {}
-            Err(status) => return grpc_to_http(&status),
+    let request = || HopRequest {
+        work_ms: 0,
+        rest: None,
+        count: 0,
+    };
+    let result = match &shared.upstream {
+        UpstreamClient::Policy(client) => client.clone().forward(request()).await,
+        UpstreamClient::Naive(client) => {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match client.clone().forward(request()).await {
+                    Err(status)
+                        if status.code() == Code::Unavailable && attempts < NAIVE_ATTEMPTS => {}
+                    result => break result,
+                }
+            }
         }
+    };
+    match result {
+        Ok(_) => (StatusCode::OK, "relayed\n").into_response(),
+        Err(status) => grpc_to_http(&status),
     }
 }
 

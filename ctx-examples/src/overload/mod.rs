@@ -100,7 +100,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     );
 
     // Capacity: a closed loop, on the configuration that interrupts nothing it need not.
-    let gateway = Gateway::start(Config::Ctx, app.clone(), upstream.addr).await?;
+    let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
     let capacity = traffic::capacity(
         &format!("http://{}/work", gateway.addr),
         4 * POOL,
@@ -182,7 +182,7 @@ async fn offered_load(
     rate: f64,
     phases: &Phases,
 ) -> Result<LoadRow, String> {
-    let gateway = Gateway::start(config, app.clone(), upstream.addr).await?;
+    let gateway = Gateway::start(config, app.clone(), POOL, upstream.addr).await?;
     let flow = Flow {
         path: "/work",
         rate,
@@ -190,6 +190,7 @@ async fn offered_load(
     };
     let samples = traffic::offer(&format!("http://{}", gateway.addr), &[flow], phases.level).await;
     let meter = gateway.meter.clone();
+    let admission = gateway.admission_stats().map(|(work, _)| work);
     gateway.stop().await?; // work left running counts too
     let (useful, wasted) = meter.work();
     let all = summarize(&samples, 0, (Duration::ZERO, Duration::MAX));
@@ -202,6 +203,7 @@ async fn offered_load(
         p50: all.p50,
         p99: all.p99,
         wasted: wasted.as_secs_f64() / (useful + wasted).as_secs_f64().max(1e-9),
+        admission,
     })
 }
 
@@ -215,7 +217,7 @@ async fn slow_dependency(
     phases: &Phases,
 ) -> Result<SlowRow, String> {
     upstream.knobs.set_latency(UPSTREAM_LATENCY);
-    let gateway = Gateway::start(config, app.clone(), upstream.addr).await?;
+    let gateway = Gateway::start(config, app.clone(), POOL, upstream.addr).await?;
     let flows = [
         Flow {
             path: "/work",
@@ -264,7 +266,7 @@ async fn retry_storm(
     upstream: &Upstream,
     phases: &Phases,
 ) -> Result<RetryRow, String> {
-    let gateway = Gateway::start(config, app.clone(), upstream.addr).await?;
+    let gateway = Gateway::start(config, app.clone(), POOL, upstream.addr).await?;
     upstream.knobs.reset_calls();
     let flow = Flow {
         path: "/relay",

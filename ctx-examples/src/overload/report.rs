@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use ctx_core::http::AdmissionStats;
+
 use crate::stats::percentile;
 
 use super::traffic::{End, Sample};
@@ -20,6 +22,8 @@ pub struct LoadRow {
     pub p99: Option<Duration>,
     /// Share of the query time spent for callers that had given up by the time it ended.
     pub wasted: f64,
+    /// What `/work`'s admission layer did, if it had one.
+    pub admission: Option<AdmissionStats>,
 }
 
 /// The slow-dependency run of one configuration.
@@ -184,6 +188,31 @@ impl Report {
             ],
             &rows,
         ));
+        for r in &self.load {
+            if let Some(a) = &r.admission {
+                let _ = write!(
+                    out,
+                    "{}{} at {:.1}x: /work's AdmissionLayer admitted {}, shed {}, expired on \
+                     arrival {}, expired in its queue {}, predicted to miss {}",
+                    if out.ends_with("|\n") { "\n" } else { "" },
+                    r.config,
+                    r.multiple,
+                    a.admitted,
+                    a.shed,
+                    a.expired_on_arrival,
+                    a.expired_in_queue,
+                    a.predicted_miss
+                );
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    a.needed.map_or(String::new(), |d| format!(
+                        " (needed: {:.0} ms)",
+                        d.as_secs_f64() * 1e3
+                    ))
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\nslow dependency (the upstream: 20 ms -> 2 s; /work, which does not use it, at \
