@@ -3,8 +3,8 @@
 //! all on loopback in this process, run three scenarios under each [`Config`]:
 //!
 //! - offered load at 0.5x to 4x the gateway's measured capacity: goodput (answers OK within
-//!   their deadline), latency of the successful answers, and work wasted (query time spent
-//!   for callers that had given up by the time it ended);
+//!   their deadline) and latency of the successful answers once a queue had time to form,
+//!   and work wasted (query time spent for callers that had given up by the time it ended);
 //! - a slow dependency: the upstream goes from 20 ms to 2 s while the gateway also serves
 //!   `/work`, which does not use it: `/work`'s p99, the gateway's requests in flight, the
 //!   process's memory;
@@ -43,8 +43,11 @@ pub struct Options {
 /// SQLite connections in the pool, and the length of a query on an idle core.
 const POOL: usize = 2;
 const QUERY: Duration = Duration::from_millis(20);
-/// Every client's deadline.
-const DEADLINE: Duration = Duration::from_millis(200);
+/// Every client's deadline is this many times the service time measured at the start (a
+/// query with no wait), within [`DEADLINE_RANGE`]: on an idle machine 200 ms for a 20 ms
+/// query; on a busy one the same proportion, so the scenario keeps its shape.
+const DEADLINE_FACTOR: u32 = 10;
+const DEADLINE_RANGE: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
 /// Offered load, in multiples of the measured capacity.
 const MULTIPLES: [f64; 5] = [0.5, 1.0, 2.0, 3.0, 4.0];
 /// The upstream's latency, normally and while it is slow.
@@ -55,8 +58,10 @@ const SLOW_RELAY_RATE: f64 = 50.0;
 const RETRY_RATE: f64 = 100.0;
 const FAIL_PERCENT: u64 = 30;
 
-/// How long each phase runs.
+/// How long each phase runs, and the deadline every client sends.
 struct Phases {
+    deadline: Duration,
+    service_time: Duration,
     capacity: Duration,
     level: Duration,
     baseline: Duration,
@@ -69,6 +74,8 @@ impl Phases {
         let s = Duration::from_secs_f64;
         if quick {
             Phases {
+                deadline: DEADLINE_RANGE.0,
+                service_time: s(0.2),
                 capacity: s(0.4),
                 level: s(0.3),
                 baseline: s(0.3),
@@ -77,6 +84,8 @@ impl Phases {
             }
         } else {
             Phases {
+                deadline: DEADLINE_RANGE.0,
+                service_time: s(0.6),
                 capacity: s(2.0),
                 level: s(2.5),
                 baseline: s(2.0),
@@ -88,37 +97,42 @@ impl Phases {
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
-    let phases = Phases::new(options.quick);
+    let mut phases = Phases::new(options.quick);
     let started = Instant::now();
     let app = App::new(Db::open(POOL, QUERY)?);
     let upstream = Upstream::start(app.clone(), UPSTREAM_LATENCY).await?;
     println!(
         "ctx overload scenario: a gateway (axum) with a pool of {POOL} SQLite connections, a gRPC \
-         upstream (tonic), open-loop HTTP clients with {} ms deadlines; configurations: {}",
-        DEADLINE.as_millis(),
+         upstream (tonic), open-loop HTTP clients with deadlines; configurations: {}",
         Config::ALL.map(Config::name).join(", ")
     );
 
-    // Capacity: a closed loop, on the configuration that interrupts nothing it need not.
+    // The service time (one client: no wait) and the capacity (a closed loop of enough
+    // clients to keep every connection busy), on the configuration that interrupts nothing
+    // it need not.
     let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
-    let capacity = traffic::capacity(
-        &format!("http://{}/work", gateway.addr),
-        4 * POOL,
-        phases.capacity,
-    )
-    .await;
+    let url = format!("http://{}/work", gateway.addr);
+    let (_, one) = traffic::closed_loop(&url, 1, phases.service_time).await;
+    let (capacity, _) = traffic::closed_loop(&url, 4 * POOL, phases.capacity).await;
     gateway.stop().await?;
+    let service_time = crate::stats::percentile(&one, 50).unwrap_or(QUERY);
     if capacity < 1.0 {
         return Err(format!(
             "the gateway answered {capacity:.1} requests/s: nothing to measure"
         ));
     }
-    eprintln!("capacity: {capacity:.0} requests/s");
+    phases.deadline = (service_time * DEADLINE_FACTOR).clamp(DEADLINE_RANGE.0, DEADLINE_RANGE.1);
+    eprintln!(
+        "service time {:.1} ms, capacity {capacity:.0} requests/s: deadlines of {} ms",
+        service_time.as_secs_f64() * 1e3,
+        phases.deadline.as_millis()
+    );
 
     let mut report = Report {
         capacity,
         pool: POOL,
-        deadline: DEADLINE,
+        service_time,
+        deadline: phases.deadline,
         load: Vec::new(),
         slow: Vec::new(),
         retry: Vec::new(),
@@ -186,15 +200,18 @@ async fn offered_load(
     let flow = Flow {
         path: "/work",
         rate,
-        deadline: DEADLINE,
+        deadline: phases.deadline,
     };
     let samples = traffic::offer(&format!("http://{}", gateway.addr), &[flow], phases.level).await;
     let meter = gateway.meter.clone();
     let admission = gateway.admission_stats().map(|(work, _)| work);
     gateway.stop().await?; // work left running counts too
     let (useful, wasted) = meter.work();
-    let all = summarize(&samples, 0, (Duration::ZERO, Duration::MAX));
-    let length = phases.level.as_secs_f64();
+    // Goodput and latency once a queue had time to form: requests sent after the first
+    // deadline (at most half the level).
+    let warm_up = phases.deadline.min(phases.level / 2);
+    let all = summarize(&samples, 0, (warm_up, phases.level));
+    let length = (phases.level - warm_up).as_secs_f64();
     Ok(LoadRow {
         config: config.name(),
         multiple: 0.0,
@@ -222,12 +239,12 @@ async fn slow_dependency(
         Flow {
             path: "/work",
             rate: capacity / 2.0,
-            deadline: DEADLINE,
+            deadline: phases.deadline,
         },
         Flow {
             path: "/relay",
             rate: SLOW_RELAY_RATE,
-            deadline: DEADLINE,
+            deadline: phases.deadline,
         },
     ];
     let length = phases.baseline + phases.slow;
@@ -271,7 +288,7 @@ async fn retry_storm(
     let flow = Flow {
         path: "/relay",
         rate: RETRY_RATE,
-        deadline: DEADLINE,
+        deadline: phases.deadline,
     };
     let samples = traffic::offer(&format!("http://{}", gateway.addr), &[flow], phases.retry).await;
     gateway.stop().await?;

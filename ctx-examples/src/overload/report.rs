@@ -63,6 +63,8 @@ impl RetryRow {
 pub struct Report {
     pub capacity: f64,
     pub pool: usize,
+    /// A query's latency with no wait, measured at the start.
+    pub service_time: Duration,
     pub deadline: Duration,
     pub load: Vec<LoadRow>,
     pub slow: Vec<SlowRow>,
@@ -153,10 +155,11 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "offered load (capacity {:.0} requests/s, measured: a pool of {} SQLite connections, \
-             ~20 ms a query; {} ms deadlines)\n",
-            self.capacity,
+            "offered load (measured: a pool of {} SQLite connections, {:.0} ms a query, capacity \
+             {:.0} requests/s; {} ms deadlines)\n",
             self.pool,
+            self.service_time.as_secs_f64() * 1e3,
+            self.capacity,
             self.deadline.as_millis()
         );
         let rows: Vec<Vec<String>> = self

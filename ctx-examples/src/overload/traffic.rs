@@ -1,10 +1,8 @@
 //! Offered load: open-loop clients (a request every 1/rate, whatever the answers do, as
 //! independent users behave), each request sent with `load::send` inside a context with a
 //! deadline (which travels as `grpc-timeout`; the client gives up when it passes), and a
-//! closed loop to measure capacity.
+//! closed loop to measure the service time and the capacity.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ctx_core::{Context, Error};
@@ -91,24 +89,29 @@ pub async fn offer(base: &str, flows: &[Flow], length: Duration) -> Vec<Sample> 
     senders.join_all().await.into_iter().flatten().collect()
 }
 
-/// Answers per second with `concurrency` clients each sending its next request to `url` as
-/// soon as its last is answered, for `length` (long deadlines: every request is answered).
-pub async fn capacity(url: &str, concurrency: usize, length: Duration) -> f64 {
+/// Answers per second, and the latency of each, with `concurrency` clients each sending its
+/// next request to `url` as soon as its last is answered, for `length` (long deadlines:
+/// every request is answered).
+pub async fn closed_loop(url: &str, concurrency: usize, length: Duration) -> (f64, Vec<Duration>) {
     let client = load::client();
-    let ok = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut clients = JoinSet::new();
     for _ in 0..concurrency {
-        let (client, url, ok) = (client.clone(), url.to_string(), ok.clone());
+        let (client, url) = (client.clone(), url.to_string());
         clients.spawn(async move {
+            let mut latencies = Vec::new();
             while started.elapsed() < length {
                 let ctx = Context::background().with_timeout(Duration::from_secs(5));
+                let sent = Instant::now();
                 if let Ok(200) = load::send(client.clone(), &url, &ctx).await {
-                    ok.fetch_add(1, Ordering::Relaxed);
+                    latencies.push(sent.elapsed());
                 }
             }
+            latencies
         });
     }
-    clients.join_all().await;
-    ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let mut latencies: Vec<Duration> = clients.join_all().await.into_iter().flatten().collect();
+    latencies.sort();
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    (rate, latencies)
 }
