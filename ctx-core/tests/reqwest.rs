@@ -279,3 +279,104 @@ async fn a_body_being_read_is_cut_when_the_context_ends() {
     }
     assert_eq!(found, Some(Error::Cancelled), "{err:?}");
 }
+
+/// What `/echo` received as `grpc-timeout` for a request that carries `own` (a caller's own
+/// or forwarded header) under a context with `budget` left.
+async fn echoed(base: &str, grpc_timeout: bool, budget: Duration, own: &str) -> String {
+    let ctx = Context::background().with_timeout(budget);
+    let body = ctx
+        .scope(async {
+            client(grpc_timeout)
+                .get(format!("{base}/echo"))
+                .header(GRPC_TIMEOUT, own)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await;
+    body.split_once(' ').unwrap().0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_grpc_timeout_is_kept_and_a_longer_one_lowered() {
+    let (base, _seen) = serve().await;
+    let parse = |text: &str| ctx_core::http::parse_grpc_timeout(text.as_bytes()).unwrap();
+    for send in [true, false] {
+        // The request's own shorter timeout stands (it was overwritten by the budget).
+        assert_eq!(
+            echoed(&base, send, Duration::from_secs(20), "50m").await,
+            "50m",
+            "send_grpc_timeout({send})"
+        );
+        // A forwarded century is lowered to the budget (it passed unchanged without
+        // send_grpc_timeout).
+        let sent = parse(&echoed(&base, send, Duration::from_secs(2), "99999999H").await);
+        assert!(
+            sent <= Duration::from_secs(2),
+            "send_grpc_timeout({send}): {sent:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_never_show_the_urls_userinfo() {
+    let (base, _seen) = serve().await;
+    let base = base.replace("http://", "http://user:s3cret@");
+    let request = Context::background().with_timeout(Duration::from_millis(100));
+    let err = request
+        .scope(client(false).get(format!("{base}/slow")).send())
+        .await
+        .unwrap_err();
+    let hop = hop(&err);
+    assert!(!hop.authority().contains("s3cret") && !hop.authority().contains('@'));
+    assert!(hop.authority().starts_with("127.0.0.1:"), "{hop}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_middleware_retries_503_within_the_budget() {
+    use ctx_core::http::{GRPC_PREVIOUS_RPC_ATTEMPTS, RetryMiddleware, RetryPolicy};
+    use std::sync::{Arc, Mutex};
+
+    // 503, 503, then 200; then 504 (not retried).
+    let script = Arc::new(Mutex::new(vec![503u16, 503, 200, 504]));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (script2, seen2) = (script.clone(), seen.clone());
+    let app = Router::new().route(
+        "/",
+        get(move |headers: http::HeaderMap| {
+            let (script, seen) = (script2.clone(), seen2.clone());
+            async move {
+                let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+                seen.lock()
+                    .unwrap()
+                    .push((header(GRPC_PREVIOUS_RPC_ATTEMPTS), header(GRPC_TIMEOUT)));
+                let code = script.lock().unwrap().remove(0);
+                http::StatusCode::from_u16(code).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let policy = RetryPolicy::new().backoff(Duration::from_millis(1), Duration::from_millis(5));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(RetryMiddleware::new(policy))
+        .with(DeadlineMiddleware::new().send_grpc_timeout(true))
+        .build();
+    let ctx = Context::background().with_timeout(Duration::from_secs(30));
+    let status = ctx.scope(client.get(&url).send()).await.unwrap().status();
+    assert_eq!(status, 200);
+    let attempts = std::mem::take(&mut *seen.lock().unwrap());
+    let previous: Vec<_> = attempts.iter().map(|(p, _)| p.as_deref()).collect();
+    assert_eq!(previous, [None, Some("1"), Some("2")]);
+    assert!(attempts.iter().all(|(_, t)| t.is_some()), "{attempts:?}");
+
+    let status = ctx.scope(client.get(&url).send()).await.unwrap().status();
+    assert_eq!(status, 504);
+    assert_eq!(seen.lock().unwrap().len(), 1, "a 504 was retried");
+}

@@ -377,15 +377,20 @@ async fn tonic_unavailable_is_retried_with_the_budget_left_at_each_attempt() {
         log.iter().map(|a| a.previous.clone()).collect::<Vec<_>>(),
         numbered(3)
     );
-    // Every attempt carries its own remaining budget, never more than the caller's.
-    for attempt in log.iter() {
-        let timeout = attempt
-            .timeout
-            .as_deref()
-            .expect("a grpc-timeout per attempt");
-        let timeout = ctx_core::http::parse_grpc_timeout(timeout.as_bytes()).unwrap();
-        assert!(timeout <= Duration::from_secs(30), "{timeout:?}");
-    }
+    // Every attempt carries its own remaining budget, never more than the caller's, and
+    // never more than the attempt before it had.
+    let budgets: Vec<Duration> = log
+        .iter()
+        .map(|attempt| {
+            let timeout = attempt
+                .timeout
+                .as_deref()
+                .expect("a grpc-timeout per attempt");
+            ctx_core::http::parse_grpc_timeout(timeout.as_bytes()).unwrap()
+        })
+        .collect();
+    assert!(budgets[0] <= Duration::from_secs(30), "{budgets:?}");
+    assert!(budgets.windows(2).all(|b| b[1] <= b[0]), "{budgets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,16 @@
 //!
 //! The W3C limits hold both ways: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes.
 //! An entry that is malformed, unknown, undecodable or over a limit is dropped, never fatal,
-//! and the server layer says why in the request's [`BaggageReport`] extension.
+//! and the server layer says why in the request's [`BaggageReport`] extension (which lists
+//! at most [`MAX_ENTRIES`] of them, and counts the rest).
+//!
+//! A client layer that forwards a request's `baggage` (a gateway passing on its caller's)
+//! and adds its own entries sends one header: every `baggage` header of the request,
+//! combined as one list (W3C), minus the forwarded entries whose key the layer sends itself
+//! (its own value wins: a receiver keeps the first of a repeated key, and a forwarded
+//! `tenant=999` must not override the layer's `tenant=42`), then the layer's entries. When
+//! the whole would exceed [`MAX_BYTES`] or [`MAX_ENTRIES`], forwarded entries are left out
+//! until it fits: the layer's own always arrive.
 //!
 //! ```
 //! use ctx_core::{Context, ContextKey};
@@ -63,6 +72,10 @@ pub trait Baggage: ContextKey + Sized {
     fn encode(&self) -> String;
 
     /// The value from text (already percent-decoded); `Err` says why it is not one.
+    ///
+    /// The text is attacker-controlled when it comes from a client: percent-decoding can
+    /// produce any UTF-8, control characters (`%0A`, `%00`) included. Check it as you would
+    /// any input before it reaches a log line, a file name or a query.
     fn decode(value: &str) -> Result<Self, String>;
 }
 
@@ -77,12 +90,18 @@ pub struct Rejected {
 
 /// What a server layer did with a request's `baggage` header; in the request's extensions
 /// when it had one.
+///
+/// Its size is bounded whatever the header holds: at most [`MAX_ENTRIES`] accepted keys and
+/// [`MAX_ENTRIES`] rejected entries (each key cut to 64 characters); further rejections are
+/// only counted, in [`more_rejected`](BaggageReport::more_rejected).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BaggageReport {
     /// Keys accepted into the request's context.
     pub accepted: Vec<&'static str>,
-    /// Entries dropped, with the reason.
+    /// Entries dropped, with the reason: the first [`MAX_ENTRIES`] of them.
     pub rejected: Vec<Rejected>,
+    /// How many more entries were dropped than `rejected` lists.
+    pub more_rejected: usize,
 }
 
 impl BaggageReport {
@@ -94,6 +113,20 @@ impl BaggageReport {
                 key: String::new(),
                 reason: "the header is not visible ASCII".into(),
             }],
+            more_rejected: 0,
+        }
+    }
+
+    /// Notes that the entry `key` was dropped for `reason`: listed while the list has room,
+    /// counted after.
+    fn reject(&mut self, key: &str, reason: impl FnOnce() -> String) {
+        if self.rejected.len() < MAX_ENTRIES {
+            self.rejected.push(Rejected {
+                key: key.chars().take(64).collect(),
+                reason: reason(),
+            });
+        } else {
+            self.more_rejected += 1;
         }
     }
 }
@@ -148,22 +181,63 @@ impl BaggageKeys {
     /// The header value for `ctx`'s values of these keys, `None` if it has none. Entries
     /// past [`MAX_ENTRIES`] or [`MAX_BYTES`] are left out.
     pub fn encode(&self, ctx: &Context) -> Option<String> {
-        let mut header = String::new();
-        let mut entries = 0;
+        let mut list = List::default();
         for (key, read, _) in &self.keys {
-            let Some(value) = read(ctx) else { continue };
-            let entry = format!("{key}={}", percent_encode(&value));
-            let separator = usize::from(!header.is_empty());
-            if entries == MAX_ENTRIES || header.len() + separator + entry.len() > MAX_BYTES {
-                continue;
+            if let Some(value) = read(ctx) {
+                list.push(&format!("{key}={}", percent_encode(&value)));
             }
-            if separator == 1 {
-                header.push(',');
-            }
-            header.push_str(&entry);
-            entries += 1;
         }
-        (!header.is_empty()).then_some(header)
+        (!list.header.is_empty()).then_some(list.header)
+    }
+
+    /// The decode of every `baggage` header in `headers`, combined as one list (W3C allows
+    /// several); `None` when there is none. A header that is not visible ASCII is reported
+    /// and skipped. This is what the server layers do with a request's headers.
+    ///
+    /// ```
+    /// # use ctx_core::{Context, ContextKey};
+    /// # use ctx_core::http::baggage::{Baggage, BaggageKeys};
+    /// # struct TenantId(u32);
+    /// # impl ContextKey for TenantId { const NAME: &'static str = "TenantId"; }
+    /// # impl Baggage for TenantId {
+    /// #     const KEY: &'static str = "tenant";
+    /// #     fn encode(&self) -> String { self.0.to_string() }
+    /// #     fn decode(value: &str) -> Result<Self, String> { value.parse().map(TenantId).map_err(|e| e.to_string()) }
+    /// # }
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.append("baggage", "debug=1".parse().unwrap());
+    /// headers.append("baggage", "tenant=42".parse().unwrap());
+    /// let keys = BaggageKeys::new().key::<TenantId>();
+    /// let (ctx, report) = keys.decode_headers(&Context::background(), &headers).unwrap();
+    /// assert_eq!(ctx.value::<TenantId>().map(|t| t.0), Some(42));
+    /// assert_eq!(report.accepted, ["tenant"]);
+    /// ```
+    pub fn decode_headers(
+        &self,
+        parent: &Context,
+        headers: &http::HeaderMap,
+    ) -> Option<(Context, BaggageReport)> {
+        let mut values = headers.get_all(BAGGAGE_NAME).iter().peekable();
+        values.peek()?;
+        let mut combined = String::new();
+        let mut not_text = false;
+        for value in values {
+            match value.to_str() {
+                Ok(text) => {
+                    if !combined.is_empty() {
+                        combined.push(',');
+                    }
+                    combined.push_str(text);
+                }
+                Err(_) => not_text = true,
+            }
+        }
+        let (ctx, mut report) = self.decode(parent, &combined);
+        if not_text {
+            let not_text = BaggageReport::not_text().rejected.remove(0);
+            report.reject(&not_text.key, || not_text.reason);
+        }
+        Some((ctx, report))
     }
 
     /// `parent` with the values of the trusted entries of `header`, and what was done with
@@ -171,21 +245,13 @@ impl BaggageKeys {
     pub fn decode(&self, parent: &Context, header: &str) -> (Context, BaggageReport) {
         let mut ctx = parent.clone();
         let mut report = BaggageReport::default();
-        let reject = |report: &mut BaggageReport, key: &str, reason: String| {
-            report.rejected.push(Rejected {
-                key: key.chars().take(64).collect(),
-                reason,
-            })
-        };
         if header.len() > MAX_BYTES {
-            reject(
-                &mut report,
-                "",
+            report.reject("", || {
                 format!(
                     "the header is {} bytes, over the limit of {MAX_BYTES}",
                     header.len()
-                ),
-            );
+                )
+            });
             return (ctx, report);
         }
         let mut entries = 0;
@@ -198,28 +264,20 @@ impl BaggageKeys {
             let (key, value) = match parse_member(member) {
                 Ok(parsed) => parsed,
                 Err((key, reason)) => {
-                    reject(&mut report, key, reason);
+                    report.reject(key, || reason);
                     continue;
                 }
             };
             if entries > MAX_ENTRIES {
-                reject(
-                    &mut report,
-                    key,
-                    format!("over the limit of {MAX_ENTRIES} entries"),
-                );
+                report.reject(key, || format!("over the limit of {MAX_ENTRIES} entries"));
                 continue;
             }
             let Some((name, _, write)) = self.keys.iter().find(|(name, _, _)| *name == key) else {
-                reject(&mut report, key, "no trusted key of that name".into());
+                report.reject(key, || "no trusted key of that name".into());
                 continue;
             };
             if report.accepted.contains(name) {
-                reject(
-                    &mut report,
-                    key,
-                    "a repeated key (the first one stands)".into(),
-                );
+                report.reject(key, || "a repeated key (the first one stands)".into());
                 continue;
             }
             match write(&ctx, &value) {
@@ -227,25 +285,84 @@ impl BaggageKeys {
                     ctx = with_value;
                     report.accepted.push(name);
                 }
-                Err(reason) => reject(&mut report, key, format!("its value was refused: {reason}")),
+                Err(reason) => report.reject(key, || format!("its value was refused: {reason}")),
             }
         }
         (ctx, report)
     }
 }
 
-/// Adds `ctx`'s values of `keys` to `headers`' `baggage`, after any entries already there
-/// (what every client layer does).
+/// A `baggage` list being built within the W3C limits.
+#[derive(Default)]
+struct List {
+    header: String,
+    entries: usize,
+}
+
+impl List {
+    /// Appends `entry` if it fits in [`MAX_ENTRIES`] and [`MAX_BYTES`] with `reserved`
+    /// bytes and entries kept free; whether it did.
+    fn push_within(&mut self, entry: &str, reserved: (usize, usize)) -> bool {
+        let separator = usize::from(!self.header.is_empty());
+        let (bytes, entries) = reserved;
+        if self.entries + 1 + entries > MAX_ENTRIES
+            || self.header.len() + separator + entry.len() + bytes > MAX_BYTES
+        {
+            return false;
+        }
+        if separator == 1 {
+            self.header.push(',');
+        }
+        self.header.push_str(entry);
+        self.entries += 1;
+        true
+    }
+
+    fn push(&mut self, entry: &str) -> bool {
+        self.push_within(entry, (0, 0))
+    }
+}
+
+/// The key of a list member as sent (`key OWS "=" ...`), trimmed.
+fn member_key(member: &str) -> &str {
+    let key = member.split(['=', ';']).next().unwrap_or("");
+    key.trim_matches(is_ows)
+}
+
+/// Sets `headers`' `baggage` to the request's own entries (every `baggage` header, combined)
+/// followed by `ctx`'s values of `keys`, as every client layer does: a forwarded entry with
+/// a key of ours is dropped (ours wins), and forwarded entries are left out, from the last,
+/// until the whole fits in [`MAX_BYTES`] and [`MAX_ENTRIES`]: ours always fit, since
+/// [`BaggageKeys::encode`] keeps within both.
 pub(super) fn inject(keys: &BaggageKeys, ctx: &Context, headers: &mut http::HeaderMap) {
-    let Some(entries) = keys.encode(ctx) else {
+    let Some(ours) = keys.encode(ctx) else {
         return;
     };
-    let header = match headers.get(BAGGAGE_NAME).map(http::HeaderValue::to_str) {
-        Some(Ok(theirs)) if !theirs.is_empty() => format!("{theirs},{entries}"),
-        _ => entries,
-    };
-    // Tokens and percent-encoded values: visible ASCII.
-    if let Ok(value) = http::HeaderValue::from_str(&header) {
+    let own_keys: Vec<&str> = ours.split(',').map(member_key).collect();
+    // What ours take, with the comma that joins them to the forwarded entries.
+    let reserved = (ours.len() + 1, own_keys.len());
+    let mut list = List::default();
+    for value in headers.get_all(BAGGAGE_NAME) {
+        // A header that is not visible ASCII cannot be forwarded as part of a list.
+        let Ok(text) = value.to_str() else { continue };
+        for member in text.split(',') {
+            let member = member.trim_matches(is_ows);
+            if member.is_empty() || own_keys.contains(&member_key(member)) {
+                continue;
+            }
+            // Entries keep their order; one that does not fit is left out, a shorter
+            // later one may still fit.
+            list.push_within(member, reserved);
+        }
+    }
+    if list.header.is_empty() {
+        list.header = ours;
+    } else {
+        list.header.push(',');
+        list.header.push_str(&ours);
+    }
+    // Tokens, percent-encoded values and forwarded visible ASCII: a valid header value.
+    if let Ok(value) = http::HeaderValue::from_str(&list.header) {
         headers.insert(BAGGAGE_NAME, value);
     }
 }
@@ -268,11 +385,8 @@ fn parse_member(member: &str) -> Result<(&str, String), (&str, String)> {
         ));
     }
     match percent_decode(value) {
-        Some(value) => Ok((key, value)),
-        None => Err((
-            key,
-            "the value's percent-encoding is not valid UTF-8".into(),
-        )),
+        Ok(value) => Ok((key, value)),
+        Err(reason) => Err((key, reason)),
     }
 }
 
@@ -328,21 +442,40 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-fn percent_decode(value: &str) -> Option<String> {
+/// Decodes `%XX` escapes: exactly `%` and two hex digits (either case); anything else after
+/// a `%` is an error that shows the escape, as is a result that is not UTF-8. The result
+/// may hold any character, control characters included.
+fn percent_decode(value: &str) -> Result<String, String> {
+    fn hex(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
+        if bytes[i] != b'%' {
             out.push(bytes[i]);
             i += 1;
+            continue;
         }
+        let digit = |at: usize| bytes.get(at).copied().and_then(hex);
+        let (Some(high), Some(low)) = (digit(i + 1), digit(i + 2)) else {
+            // Show the escape as written: `%` and what follows, up to two characters.
+            let shown: String = value[i..].chars().take(3).collect();
+            return Err(format!(
+                "'{shown}' is not a percent-escape: '%' must be followed by two hex digits"
+            ));
+        };
+        out.push(high << 4 | low);
+        i += 3;
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out)
+        .map_err(|_| "the value's percent-encoding is not valid UTF-8".to_string())
 }
 
 #[cfg(test)]
@@ -351,16 +484,25 @@ mod tests {
 
     #[test]
     fn percent_coding_round_trips_and_rejects_bad_escapes() {
-        for value in ["plain", "a b,c;d\\e\"f", "100%", "ünïcødé ✓", ""] {
-            assert_eq!(
-                percent_decode(&percent_encode(value)).as_deref(),
-                Some(value)
-            );
+        for value in ["plain", "a b,c;d\\e\"f", "100%", "ünïcødé ✓", "", "\n\0"] {
+            assert_eq!(percent_decode(&percent_encode(value)).as_deref(), Ok(value));
         }
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
-        assert_eq!(percent_decode("%C3%BC"), Some("ü".into()));
+        let escape = |text: &str| {
+            format!("'{text}' is not a percent-escape: '%' must be followed by two hex digits")
+        };
+        assert_eq!(percent_decode("%4"), Err(escape("%4")));
+        assert_eq!(percent_decode("a%"), Err(escape("%")));
+        assert_eq!(percent_decode("%zz"), Err(escape("%zz")));
+        assert_eq!(percent_decode("%+A"), Err(escape("%+A")));
+        assert_eq!(percent_decode("%-1"), Err(escape("%-1")));
+        assert_eq!(percent_decode("% A"), Err(escape("% A")));
+        assert!(
+            percent_decode("%FF")
+                .unwrap_err()
+                .contains("not valid UTF-8")
+        );
+        assert_eq!(percent_decode("%C3%bc"), Ok("ü".into()));
+        assert_eq!(percent_decode("%0A"), Ok("\n".into()));
     }
 
     #[test]

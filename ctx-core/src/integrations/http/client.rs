@@ -19,7 +19,8 @@ use crate::{Context, Error, Run};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A tower layer for clients (hyper-util's, tonic channels): each outgoing request carries
-/// the remaining time of its context as `grpc-timeout`; a request whose context is already
+/// the remaining time of its context as `grpc-timeout` (a request's own shorter
+/// `grpc-timeout` is kept, a longer one lowered to it); a request whose context is already
 /// done fails at once with the context's [`Error`], unsent; and a call in flight is dropped
 /// (and fails the same way) the moment its context ends.
 ///
@@ -100,6 +101,15 @@ where
             failed: None,
         }
     }
+}
+
+/// `authority` (`user:password@host:port`, as a URI has it) without its userinfo: what
+/// every client layer puts in its errors and statuses, so that credentials in a URL never
+/// reach a log or a caller.
+pub(super) fn strip_userinfo(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 pin_project_lite::pin_project! {

@@ -11,7 +11,8 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::baggage::{self, BaggageKeys};
 use super::body::RacedBody;
-use super::grpc_timeout::{remaining_budget, set_grpc_timeout};
+use super::client::strip_userinfo;
+use super::grpc_timeout::{GRPC_TIMEOUT_NAME, remaining_budget, send_budget};
 use super::{BoxError, HopError, Origin};
 use crate::{Context, Error};
 
@@ -22,6 +23,11 @@ use crate::{Context, Error};
 ///   with [`send_grpc_timeout`](DeadlineMiddleware::send_grpc_timeout), the same budget as a
 ///   `grpc-timeout` header for the next hop (a server behind
 ///   [`ContextLayer`](super::ContextLayer) makes it its deadline);
+/// - never sends a `grpc-timeout` longer than that budget: a request's own shorter
+///   `grpc-timeout` is kept, a longer one (say, forwarded from an incoming request) is
+///   lowered to the budget, with or without `send_grpc_timeout` (without it, no header is
+///   added, but one already there is bounded: the next hop must not get more time than
+///   this request has);
 /// - fails at once, unsent, when the context is already done;
 /// - is dropped (its connection closed) the moment the context ends, mid-body too.
 ///
@@ -83,7 +89,9 @@ impl DeadlineMiddleware {
         DeadlineMiddleware::default()
     }
 
-    /// Also send the budget as `grpc-timeout` (for a next hop that reads it).
+    /// Also send the budget as `grpc-timeout` (for a next hop that reads it); a request's
+    /// own shorter `grpc-timeout` is kept. Without it a `grpc-timeout` already on the
+    /// request is still lowered to the budget when longer.
     pub fn send_grpc_timeout(mut self, send: bool) -> DeadlineMiddleware {
         self.grpc_timeout = send;
         self
@@ -99,10 +107,11 @@ impl DeadlineMiddleware {
 
 fn hop(err: Error, request: &Request) -> HopError {
     let url = request.url();
-    let authority = match (url.host_str(), url.port_or_known_default()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_string(),
-        _ => String::new(),
+    // `user:password@host:port` in the URL: errors name the host and port only.
+    let authority = strip_userinfo(url.authority());
+    let authority = match (url.port(), url.port_or_known_default()) {
+        (None, Some(port)) if !authority.is_empty() => format!("{authority}:{port}"),
+        _ => authority.to_string(),
     };
     HopError::new(
         err,
@@ -133,10 +142,12 @@ impl Middleware for DeadlineMiddleware {
                 *timeout = Some(remaining);
                 ours = true;
             }
-            if self.grpc_timeout {
-                let budget = timeout.unwrap_or(remaining);
-                set_grpc_timeout(request.headers_mut(), budget);
-            }
+        }
+        // The request's budget: its context's, or its own timeout if shorter (or alone).
+        if let Some(&budget) = request.timeout()
+            && (self.grpc_timeout || request.headers().contains_key(GRPC_TIMEOUT_NAME))
+        {
+            send_budget(request.headers_mut(), budget);
         }
         baggage::inject(&self.baggage, &ctx, request.headers_mut());
         let cut = hop(Error::Cancelled, &request);

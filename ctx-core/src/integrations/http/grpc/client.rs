@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::status::{grpc_status_code, hop_status};
 use crate::http::baggage::{self, BaggageKeys};
 use crate::http::body::RacedBody;
+use crate::http::client::strip_userinfo;
 use crate::http::grpc_timeout::{remaining_budget, send_budget};
 use crate::http::{BoxError, HopError, Origin};
 use crate::{Context, Error, Run};
@@ -78,7 +79,8 @@ impl ClientLayer {
         self
     }
 
-    /// Names the callee (`host:port`) in errors when the request's URI does not.
+    /// Names the callee (`host:port`) in errors when the request's URI does not. Errors
+    /// never show userinfo (`user:password@`), from here or from the URI.
     pub fn authority(mut self, authority: impl Into<String>) -> ClientLayer {
         self.authority = Some(authority.into().into());
         self
@@ -154,13 +156,11 @@ fn local(err: Error, uri: &Uri) -> Status {
     hop_status(hop(err, Origin::Local, uri), None)
 }
 
+/// The hop a call to `uri` is, named by its path and `host:port`: never the URI's userinfo,
+/// which would put credentials in the status a caller sees (and logs).
 fn hop(err: Error, origin: Origin, uri: &Uri) -> HopError {
-    HopError::new(
-        err,
-        origin,
-        uri.path(),
-        uri.authority().map_or("", |a| a.as_str()),
-    )
+    let authority = uri.authority().map_or("", |a| strip_userinfo(a.as_str()));
+    HopError::new(err, origin, uri.path(), authority)
 }
 
 /// Whether tonic's own timer (the channel's, for `grpc-timeout`) ended the call.
