@@ -57,13 +57,26 @@
 //! a waker's panic resumes in the cancelling thread; the driver survives them; after-funcs
 //! run on a pool that survives them. See [`CancelScope`]'s `# Panics`.
 //!
+//! # Overload
+//!
+//! A deadline stops work nobody waits for any more; under overload a service must also not
+//! *start* it, or every request waits its turn and is served after its caller gave up. With
+//! feature `tower`, [`http::AdmissionLayer`], inside `ContextLayer` or `grpc::ServerLayer`,
+//! lets at most `N` requests into the service (choose `N` as the bounded resource's
+//! concurrency: a pool's size), queues the rest, serves the newest first while the queue
+//! stands, and answers at once, without calling the service, what cannot finish in time:
+//! 504 / `DEADLINE_EXCEEDED` when the budget is spent or shorter than requests need (a
+//! client should not retry it), 503 / `UNAVAILABLE` when the queue is full (retry with
+//! backoff, within the budget; `http::RetryPolicy` does). [`http::admission`] says where
+//! it goes in a stack and how to size it.
+//!
 //! # Features
 //!
 //! | feature | default | gives |
 //! | --- | --- | --- |
 //! | `macros` | yes | [`#[cancellable]`](macro@cancellable) and [`#[derive(ContextKey)]`](macro@ContextKey) |
 //! | `tokio` | | [`Group`], [`spawn`], [`spawn_blocking`], [`signal::notify`], [`process::output`] |
-//! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec |
+//! | `tower` | | [`http::ContextLayer`], [`http::PropagateDeadlineLayer`], the `grpc-timeout` codec, [`http::AdmissionLayer`] (deadline-aware admission under overload) |
 //! | `axum` | | `Context` as an axum extractor (and `tower`) |
 //! | `tonic` | | [`http::grpc::ServerLayer`] and [`http::grpc::ClientLayer`]: deadlines across gRPC hops, `DEADLINE_EXCEEDED` on expiry (and `tower`) |
 //! | `reqwest` | | [`http::DeadlineMiddleware`]: reqwest requests bounded by their context (and `tower`) |

@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! cargo run -p ctx-examples --example relay -- --name A --listen 127.0.0.1:0 \
-//!     [--upstream http://127.0.0.1:PORT] [--max-deadline MS]
+//!     [--upstream http://127.0.0.1:PORT] [--max-deadline MS] [--max-in-flight N]
 //! ```
+//!
+//! With `--max-in-flight N` the server stack gets `AdmissionLayer::new(N)` under its
+//! `ServerLayer`: at most `N` RPCs in the handler, the rest queued; a flood is answered
+//! `UNAVAILABLE` (queue full) or `DEADLINE_EXCEEDED` (cannot finish in time) instead of
+//! being served late.
 //!
 //! Prints exactly one line, `listening on 127.0.0.1:PORT`, on stdout once it serves. On
 //! SIGTERM or SIGINT it cancels every RPC in flight (and so their upstream calls), waits for
@@ -24,7 +29,7 @@ const HELP: &str = "\
 relay: one hop of the Relay gRPC service, with deadlines carried hop to hop
 
 USAGE:
-    relay --name NAME --listen ADDR [--upstream URL] [--max-deadline MS]
+    relay --name NAME --listen ADDR [--upstream URL] [--max-deadline MS] [--max-in-flight N]
 
 OPTIONS:
     --name NAME         this hop's name, reported in every reply
@@ -32,6 +37,8 @@ OPTIONS:
     --upstream URL      forward `rest` to this hop, e.g. http://127.0.0.1:50051
     --max-deadline MS   cap every incoming deadline at MS milliseconds; also the deadline
                         of a call that arrives without one
+    --max-in-flight N   at most N RPCs in the handler at once, the rest queued (deadline-
+                        aware admission: what cannot finish in time is not started)
     --help              print this help
 ";
 
@@ -40,10 +47,12 @@ struct Options {
     listen: SocketAddr,
     upstream: Option<String>,
     max_deadline: Option<Duration>,
+    max_in_flight: Option<usize>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let (mut name, mut listen, mut upstream, mut max_deadline) = (None, None, None, None);
+    let mut max_in_flight = None;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -67,6 +76,17 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                 })?;
                 max_deadline = Some(Duration::from_millis(ms));
             }
+            "--max-in-flight" => {
+                let text = value("--max-in-flight")?;
+                match text.parse::<usize>() {
+                    Ok(n) if n > 0 => max_in_flight = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "--max-in-flight takes a number of RPCs (at least 1), not {text:?}"
+                        ));
+                    }
+                }
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -75,6 +95,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         listen: listen.ok_or("--listen is required (see --help)")?,
         upstream,
         max_deadline,
+        max_in_flight,
     }))
 }
 
@@ -125,11 +146,12 @@ async fn run(options: Options) -> Result<(), String> {
     let (listener, addr) = relay::bind(options.listen)
         .await
         .map_err(|e| format!("binding {}: {e}", options.listen))?;
-    let serving = tokio::spawn(relay::serve(
+    let serving = tokio::spawn(relay::serve_admitted(
         listener,
         hop,
         root.context().clone(),
         options.max_deadline,
+        options.max_in_flight,
     ));
     println!("listening on {addr}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ctx_core::http::AdmissionLayer;
 use ctx_core::http::grpc::{ClientLayer, ClientService, ServerLayer};
 use ctx_core::{Context, Error};
 use futures::Stream;
@@ -247,18 +248,45 @@ pub async fn serve(
     root: Context,
     max_deadline: Option<Duration>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_admitted(listener, hop, root, max_deadline, None).await
+}
+
+/// [`serve`], with `AdmissionLayer::new(n)` under the server layer when `max_in_flight` is
+/// `Some(n)`: at most `n` RPCs in the handler, the rest queued; an RPC that cannot finish
+/// in time is answered `DEADLINE_EXCEEDED` without running, one that finds the queue full
+/// `UNAVAILABLE`.
+pub async fn serve_admitted(
+    listener: TcpListener,
+    hop: Hop,
+    root: Context,
+    max_deadline: Option<Duration>,
+    max_in_flight: Option<usize>,
+) -> Result<(), tonic::transport::Error> {
     let mut layer = ServerLayer::new(&root);
     if let Some(max) = max_deadline {
         layer = layer.max_timeout(max).default_timeout(max);
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .layer(layer)
-        .add_service(RelayServer::new(hop))
-        .serve_with_incoming_shutdown(incoming, async move {
-            root.done().await;
-        })
-        .await
+    let shutdown = async move {
+        root.done().await;
+    };
+    let builder = tonic::transport::Server::builder().layer(layer);
+    match max_in_flight {
+        Some(n) => {
+            builder
+                .layer(AdmissionLayer::new(n))
+                .add_service(RelayServer::new(hop))
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let mut builder = builder;
+            builder
+                .add_service(RelayServer::new(hop))
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }
 
 /// Binds `addr` (port 0 picks one).

@@ -47,14 +47,21 @@ struct Hop {
 
 impl Hop {
     fn start(name: &str, upstream: Option<&str>, max_deadline_ms: Option<u64>) -> Hop {
-        let mut command = Command::new(relay_binary());
-        command.args(["--name", name, "--listen", "127.0.0.1:0"]);
+        let mut args = Vec::new();
         if let Some(url) = upstream {
-            command.args(["--upstream", url]);
+            args.extend(["--upstream".to_string(), url.to_string()]);
         }
         if let Some(ms) = max_deadline_ms {
-            command.args(["--max-deadline", &ms.to_string()]);
+            args.extend(["--max-deadline".to_string(), ms.to_string()]);
         }
+        Hop::start_with(name, &args)
+    }
+
+    /// A hop started with `args` after its name and address.
+    fn start_with(name: &str, args: &[String]) -> Hop {
+        let mut command = Command::new(relay_binary());
+        command.args(["--name", name, "--listen", "127.0.0.1:0"]);
+        command.args(args);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -207,6 +214,52 @@ async fn two_relays_carry_the_deadline_and_drain_on_sigterm() {
     assert!(stderr.contains("B: Forward ended Cancelled"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_in_flight_a_flood_is_answered_in_time_and_what_cannot_finish_never_starts() {
+    // Two RPCs of 300 ms at a time: about 7 a second. Twelve at once, each with 1 s.
+    let hop = Hop::start_with("A", &["--max-in-flight".to_string(), "2".to_string()]);
+    let client = relay::upstream(&hop.url).unwrap();
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let budget = Context::background().with_timeout(Duration::from_secs(1));
+                let started = Instant::now();
+                let result = budget.scope(client.forward(chain(&[300]))).await;
+                (result.map(|_| ()), started.elapsed())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        assert!(took < Duration::from_secs(5), "answered late: {took:?}");
+        match result {
+            Ok(()) => ok += 1,
+            Err(status) => assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+                "{status:?}"
+            ),
+        }
+    }
+    assert!(
+        ok >= 2,
+        "the first two run at once and finish in time: {ok} ok"
+    );
+    // The flood is over and nothing leaked: a call goes straight through.
+    let reply = client.clone().forward(chain(&[0])).await;
+    assert!(reply.is_ok(), "{reply:?}");
+
+    hop.signal("TERM");
+    let (status, stderr) = tokio::task::spawn_blocking(move || hop.wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    // One line per handler that ran: those the layer answered never started.
+    let ran = stderr.matches("A: Forward ended").count();
+    assert!(ran < 13, "every RPC of the flood ran: {ran}\n{stderr}");
+}
+
 #[test]
 fn bad_flags_are_clear_errors() {
     for (args, message) in [
@@ -227,6 +280,17 @@ fn bad_flags_are_clear_errors() {
             ][..],
             "--max-deadline takes milliseconds",
         ),
+        (
+            &[
+                "--name",
+                "A",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-in-flight",
+                "0",
+            ][..],
+            "--max-in-flight takes a number",
+        ),
         (&["--frobnicate"][..], "unknown argument"),
     ] {
         let out = Command::new(relay_binary()).args(args).output().unwrap();
@@ -236,7 +300,9 @@ fn bad_flags_are_clear_errors() {
     }
     let out = Command::new(relay_binary()).arg("--help").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--max-deadline"));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(help.contains("--max-deadline"), "{help}");
+    assert!(help.contains("--max-in-flight"), "{help}");
 }
 
 #[test]

@@ -14,10 +14,14 @@
 //! - with reqwest (feature `reqwest`), [`DeadlineMiddleware`] gives each request its
 //!   context's remaining time as its timeout, and drops it when the context ends.
 //!
+//! - under overload, [`AdmissionLayer`] (inside either server layer) lets at most `N`
+//!   requests into the service and never starts one that cannot finish in time (see
+//!   [`admission`]).
+//!
 //! A call that a context ended names itself in a [`HopError`] (what was called, on which
 //! host, which side ran out), so a log says where the budget ran out.
 
-mod admission;
+pub mod admission;
 pub mod baggage;
 #[cfg(any(feature = "tonic", feature = "reqwest"))]
 mod body;

@@ -82,7 +82,7 @@
 //!
 //! # futures::executor::block_on(async {
 //! let (release, wait) = futures::channel::oneshot::channel::<()>();
-//! let wait = std::sync::Mutex::new(Some(wait));
+//! let wait = std::sync::Arc::new(std::sync::Mutex::new(Some(wait)));
 //! let admission = AdmissionLayer::new(1).max_queued(0);
 //! let root = Context::background().with_cancel();
 //! let mut server = ContextLayer::new(&root).layer(admission.layer(service_fn(
