@@ -86,7 +86,7 @@ impl Phases {
             Phases {
                 deadline: DEADLINE_RANGE.0,
                 service_time: s(0.6),
-                capacity: s(2.0),
+                capacity: s(2.5),
                 level: s(2.5),
                 baseline: s(2.0),
                 slow: s(10.0),
@@ -112,8 +112,9 @@ pub async fn run(options: Options) -> Result<(), String> {
     // it need not.
     let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
     let url = format!("http://{}/work", gateway.addr);
-    let (_, one) = traffic::closed_loop(&url, 1, phases.service_time).await;
-    let (capacity, _) = traffic::closed_loop(&url, 4 * POOL, phases.capacity).await;
+    let (_, one) = traffic::closed_loop(&url, 1, Duration::ZERO, phases.service_time).await;
+    let (capacity, _) =
+        traffic::closed_loop(&url, 4 * POOL, phases.capacity / 5, phases.capacity).await;
     gateway.stop().await?;
     let service_time = crate::stats::percentile(&one, 50).unwrap_or(QUERY);
     if capacity < 1.0 {
@@ -148,14 +149,16 @@ pub async fn run(options: Options) -> Result<(), String> {
             report.load.push(LoadRow { multiple, ..row });
         }
     }
-    for config in Config::ALL {
+    // Memory is the process's, and its allocator keeps what it once took: the
+    // configuration expected to take least goes first, so each one's growth shows.
+    for config in Config::ALL.into_iter().rev() {
         let row = slow_dependency(config, &app, &upstream, capacity, &phases).await?;
         eprintln!(
             "slow dependency, {}: /work p99 {:?}",
             config.name(),
             row.slow_p99
         );
-        report.slow.push(row);
+        report.slow.insert(0, row);
     }
     upstream.knobs.set_fail_percent(FAIL_PERCENT);
     for config in Config::ALL {

@@ -90,9 +90,15 @@ pub async fn offer(base: &str, flows: &[Flow], length: Duration) -> Vec<Sample> 
 }
 
 /// Answers per second, and the latency of each, with `concurrency` clients each sending its
-/// next request to `url` as soon as its last is answered, for `length` (long deadlines:
-/// every request is answered).
-pub async fn closed_loop(url: &str, concurrency: usize, length: Duration) -> (f64, Vec<Duration>) {
+/// next request to `url` as soon as its last is answered, for `length`, counting the answers
+/// after `warm_up` (connections opened, the pool busy). Long deadlines: every request is
+/// answered.
+pub async fn closed_loop(
+    url: &str,
+    concurrency: usize,
+    warm_up: Duration,
+    length: Duration,
+) -> (f64, Vec<Duration>) {
     let client = load::client();
     let started = Instant::now();
     let mut clients = JoinSet::new();
@@ -104,7 +110,9 @@ pub async fn closed_loop(url: &str, concurrency: usize, length: Duration) -> (f6
                 let ctx = Context::background().with_timeout(Duration::from_secs(5));
                 let sent = Instant::now();
                 if let Ok(200) = load::send(client.clone(), &url, &ctx).await {
-                    latencies.push(sent.elapsed());
+                    if started.elapsed() >= warm_up {
+                        latencies.push(sent.elapsed());
+                    }
                 }
             }
             latencies
@@ -112,6 +120,7 @@ pub async fn closed_loop(url: &str, concurrency: usize, length: Duration) -> (f6
     }
     let mut latencies: Vec<Duration> = clients.join_all().await.into_iter().flatten().collect();
     latencies.sort();
-    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    let counted = started.elapsed().saturating_sub(warm_up);
+    let rate = latencies.len() as f64 / counted.as_secs_f64().max(1e-3);
     (rate, latencies)
 }
