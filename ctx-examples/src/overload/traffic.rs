@@ -109,10 +109,9 @@ pub async fn closed_loop(
             while started.elapsed() < length {
                 let ctx = Context::background().with_timeout(Duration::from_secs(5));
                 let sent = Instant::now();
-                if let Ok(200) = load::send(client.clone(), &url, &ctx).await {
-                    if started.elapsed() >= warm_up {
-                        latencies.push(sent.elapsed());
-                    }
+                let status = load::send(client.clone(), &url, &ctx).await;
+                if matches!(status, Ok(200)) && started.elapsed() >= warm_up {
+                    latencies.push(sent.elapsed());
                 }
             }
             latencies
