@@ -30,7 +30,8 @@ fn draw(
     let top = rows
         .iter()
         .map(|r| 100.0 * r.goodput / capacity)
-        .fold(110.0f64, f64::max);
+        .fold(100.0f64, f64::max)
+        * 1.1;
     let right = rows.iter().map(|r| r.multiple).fold(4.0f64, f64::max) + 0.25;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -55,21 +56,28 @@ fn draw(
         ))?
         .label("capacity")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(150, 150, 150)));
+    // The first configurations are drawn widest, so a line another one covers still shows.
     for (i, config) in configs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let width = 2 * (configs.len() - i) as u32 + 1;
         let points: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| r.config == *config)
             .map(|r| (r.multiple, 100.0 * r.goodput / capacity))
             .collect();
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&p| Circle::new(p, width / 2 + 3, color.filled())),
+        )?;
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(3)))?
+            .draw_series(LineSeries::new(points, color.stroke_width(width)))?
             .label(*config)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
