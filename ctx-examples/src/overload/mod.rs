@@ -86,11 +86,11 @@ impl Phases {
             Phases {
                 deadline: DEADLINE_RANGE.0,
                 service_time: s(0.6),
-                capacity: s(2.5),
-                level: s(2.5),
+                capacity: s(2.0),
+                level: s(2.2),
                 baseline: s(2.0),
                 slow: s(10.0),
-                retry: s(3.0),
+                retry: s(2.5),
             }
         }
     }
