@@ -20,6 +20,12 @@
 //! row at two iteration counts and divides the difference in instructions by the
 //! difference in operations, which cancels everything but the per-operation work.
 //!
+//! With feature `tower`, two more rows price a request through the server layers in
+//! process: `Layers/ContextLayer` is one request (with `grpc-timeout: 1S`) through
+//! `ContextLayer` around a handler that answers at once, and
+//! `Layers/ContextLayer+AdmissionLayer` the same with `AdmissionLayer` between them (a place
+//! free: the admission path without waiting); their difference is what admission adds.
+//!
 //! Only single-threaded rows are here: the `RunParallel` ones measure contention, which an
 //! instruction count under callgrind (it serialises threads) cannot see. Unknown arguments
 //! starting with `--` (cargo passes `--bench`) are ignored.
@@ -65,7 +71,39 @@ fn rows() -> Vec<String> {
     for prefix in ["", "tokio_util/"] {
         rows.push(format!("{prefix}Timeouts/alive={TIMEOUTS_ALIVE}"));
     }
+    if cfg!(feature = "tower") {
+        rows.push("Layers/ContextLayer".to_string());
+        rows.push("Layers/ContextLayer+AdmissionLayer".to_string());
+    }
     rows
+}
+
+/// One request through `ContextLayer` (and `AdmissionLayer` if `admission`) around a
+/// handler that answers at once, as `layers.rs`'s in-process rows do, polled once.
+#[cfg(feature = "tower")]
+fn layers(admission: bool, iters: u64) {
+    use ctx_core::http::{AdmissionLayer, ContextLayer};
+    use tower::{Layer, Service, service_fn};
+
+    let root = Context::background().with_cancel();
+    let handler = service_fn(|_request: http::Request<String>| async {
+        let deadline = Context::current().deadline().is_some();
+        Ok::<_, std::convert::Infallible>(http::Response::new(deadline.to_string()))
+    });
+    let context = ContextLayer::new(&root).max_timeout(std::time::Duration::from_secs(30));
+    let request = || {
+        http::Request::get("/")
+            .header("grpc-timeout", "1S")
+            .body(String::new())
+            .expect("a valid request")
+    };
+    if admission {
+        let mut svc = context.layer(AdmissionLayer::new(64).layer(handler));
+        iterate(iters, || svc.call(request()).now_or_never());
+    } else {
+        let mut svc = context.layer(handler);
+        iterate(iters, || svc.call(request()).now_or_never());
+    }
 }
 
 /// Criterion's `b.iter` for `iters` operations: the routine's result goes through
@@ -190,6 +228,8 @@ fn run(row: &str, iters: u64) -> bool {
         }
         (["Timeouts", alive], false) => timeouts(number(alive), iters),
         (["Timeouts", alive], true) => tokio_timeouts_row(number(alive), iters),
+        #[cfg(feature = "tower")]
+        (["Layers", stack], false) => layers(stack.contains("AdmissionLayer"), iters),
         _ => unreachable!("every listed row is handled"),
     }
     true

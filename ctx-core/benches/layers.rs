@@ -1,6 +1,9 @@
 //! What the server layers cost at saturation over loopback: bare axum against axum +
 //! `ContextLayer`, bare tonic against tonic + `grpc::ServerLayer` (goal: within 2% in
-//! throughput and in p99 latency).
+//! throughput and in p99 latency); and what `AdmissionLayer` adds to each layered stack
+//! (goal: within 2% in throughput), with `max_in_flight` above the client's concurrency so
+//! that every request takes the admission path (a place, its release, the service-time
+//! window) without waiting.
 //!
 //! One server thread and one client thread (the machine has two cores); the client keeps
 //! `CONCURRENCY` requests in flight, each sending `grpc-timeout: 1S` (so both the bare
@@ -26,8 +29,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use ctx_core::Context;
-use ctx_core::http::ContextLayer;
 use ctx_core::http::grpc::ServerLayer;
+use ctx_core::http::{AdmissionLayer, ContextLayer};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -45,6 +48,8 @@ use pb::relay_server::{Relay, RelayServer};
 use pb::{HopReply, HopRequest};
 
 const CONCURRENCY: usize = 32;
+/// The admission layer's places: more than the client ever has in flight.
+const MAX_IN_FLIGHT: usize = 2 * CONCURRENCY;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Config {
@@ -52,6 +57,8 @@ enum Config {
     AxumLayer,
     Tonic,
     TonicLayer,
+    AxumAdmission,
+    TonicAdmission,
 }
 
 impl Config {
@@ -61,7 +68,21 @@ impl Config {
             Config::AxumLayer => "axum + ContextLayer",
             Config::Tonic => "tonic",
             Config::TonicLayer => "tonic + grpc::ServerLayer",
+            Config::AxumAdmission => "axum+ContextLayer+Admission",
+            Config::TonicAdmission => "tonic+ServerLayer+Admission",
         }
+    }
+
+    /// Whether requests get a context (and so see their deadline).
+    fn layered(self) -> bool {
+        !matches!(self, Config::Axum | Config::Tonic)
+    }
+
+    fn axum(self) -> bool {
+        matches!(
+            self,
+            Config::Axum | Config::AxumLayer | Config::AxumAdmission
+        )
     }
 }
 
@@ -136,14 +157,17 @@ fn serve(
                 let _ = stop_rx.await;
             };
             match config {
-                Config::Axum | Config::AxumLayer => {
+                _ if config.axum() => {
                     let mut app = Router::new().route(
                         "/",
                         get(|| async {
                             Ok::<_, Infallible>(Context::current().deadline().is_some().to_string())
                         }),
                     );
-                    if config == Config::AxumLayer {
+                    if config == Config::AxumAdmission {
+                        app = app.layer(AdmissionLayer::new(MAX_IN_FLIGHT));
+                    }
+                    if config.layered() {
                         app = app
                             .layer(ContextLayer::new(&root).max_timeout(Duration::from_secs(30)));
                     }
@@ -152,11 +176,19 @@ fn serve(
                         .await
                         .unwrap();
                 }
-                Config::Tonic | Config::TonicLayer => {
+                _ => {
                     let incoming = tonic::transport::server::TcpIncoming::from(listener)
                         .with_nodelay(Some(true));
                     let builder = tonic::transport::Server::builder();
-                    if config == Config::TonicLayer {
+                    if config == Config::TonicAdmission {
+                        builder
+                            .layer(ServerLayer::new(&root).max_timeout(Duration::from_secs(30)))
+                            .layer(AdmissionLayer::new(MAX_IN_FLIGHT))
+                            .add_service(RelayServer::new(Echo))
+                            .serve_with_incoming_shutdown(incoming, stop)
+                            .await
+                            .unwrap();
+                    } else if config == Config::TonicLayer {
                         builder
                             .layer(ServerLayer::new(&root).max_timeout(Duration::from_secs(30)))
                             .add_service(RelayServer::new(Echo))
@@ -232,7 +264,7 @@ fn drive(config: Config, addr: SocketAddr, secs: f64) -> Round {
                 while running.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     match config {
-                        Config::Axum | Config::AxumLayer => {
+                        _ if config.axum() => {
                             let mut request = http::Request::get(format!("http://{addr}/"));
                             if send_timeout {
                                 request = request.header("grpc-timeout", "1S");
@@ -242,14 +274,14 @@ fn drive(config: Config, addr: SocketAddr, secs: f64) -> Round {
                             let body = response.into_body().collect().await.unwrap().to_bytes();
                             assert_eq!(
                                 &body[..],
-                                if config == Config::AxumLayer && send_timeout {
+                                if config.layered() && send_timeout {
                                     b"true" as &[u8]
                                 } else {
                                     b"false"
                                 }
                             );
                         }
-                        Config::Tonic | Config::TonicLayer => {
+                        _ => {
                             let mut request = Request::new(HopRequest {
                                 work_ms: 0,
                                 rest: None,
@@ -263,7 +295,7 @@ fn drive(config: Config, addr: SocketAddr, secs: f64) -> Round {
                             let reply = grpc.clone().unwrap().forward(request).await.unwrap();
                             assert_eq!(
                                 reply.get_ref().budget_ms,
-                                if config == Config::TonicLayer && send_timeout {
+                                if config.layered() && send_timeout {
                                     1
                                 } else {
                                     -1
@@ -330,6 +362,17 @@ fn in_process(config: Config, n: u32) -> f64 {
             &ServerLayer::new(&root).max_timeout(Duration::from_secs(30)),
             routes.clone(),
         );
+        let router_admitted = tower::Layer::layer(
+            &ContextLayer::new(&root).max_timeout(Duration::from_secs(30)),
+            router
+                .clone()
+                .layer(AdmissionLayer::new(MAX_IN_FLIGHT))
+                .into_service::<axum::body::Body>(),
+        );
+        let routes_admitted = tower::Layer::layer(
+            &ServerLayer::new(&root).max_timeout(Duration::from_secs(30)),
+            tower::Layer::layer(&AdmissionLayer::new(MAX_IN_FLIGHT), routes.clone()),
+        );
         // A gRPC request's body: the 5-byte frame header, then the message.
         let message = prost::Message::encode_to_vec(&HopRequest {
             work_ms: 0,
@@ -385,6 +428,22 @@ fn in_process(config: Config, n: u32) -> f64 {
                             .unwrap();
                         response.into_body().collect().await.unwrap();
                     }
+                    Config::AxumAdmission => {
+                        let response = router_admitted
+                            .clone()
+                            .oneshot(http_request())
+                            .await
+                            .unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
+                    Config::TonicAdmission => {
+                        let response = routes_admitted
+                            .clone()
+                            .oneshot(grpc_request())
+                            .await
+                            .unwrap();
+                        response.into_body().collect().await.unwrap();
+                    }
                 }
             }
             best = best.min(started.elapsed().as_secs_f64() * 1e9 / f64::from(n));
@@ -416,7 +475,9 @@ fn main() {
     };
     let pairs = [
         (Config::Axum, Config::AxumLayer),
+        (Config::AxumLayer, Config::AxumAdmission),
         (Config::Tonic, Config::TonicLayer),
+        (Config::TonicLayer, Config::TonicAdmission),
     ];
     let n = if bench { 200_000 } else { 1_000 };
     println!(
