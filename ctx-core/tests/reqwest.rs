@@ -334,6 +334,26 @@ async fn errors_never_show_the_urls_userinfo() {
     assert!(!hop.authority().contains("s3cret") && !hop.authority().contains('@'));
     assert!(hop.authority().starts_with("127.0.0.1:"), "{hop}");
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+
+    // reqwest's own errors name their URL: without the userinfo.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://user:s3cret@{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let err = Context::background()
+        .with_timeout(Duration::from_secs(30))
+        .scope(client(false).get(&url).send())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, reqwest_middleware::Error::Reqwest(_)),
+        "{err:?}"
+    );
+    let text = format!("{err} {err:?}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("user:"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

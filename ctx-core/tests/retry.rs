@@ -170,7 +170,7 @@ async fn non_retryable_failures_are_not_retried() {
             Err("Deadline expired".to_string()),
         ),
     ] {
-        let (service, log) = scripted([answer.clone()], Duration::from_millis(5));
+        let (service, log) = scripted([answer], Duration::from_millis(5));
         let result = send(&fast(), service, &ctx).await;
         match (&result, &expect) {
             (Err(got), Err(want)) => assert!(got.contains(want), "{answer:?}: {got}"),
@@ -274,6 +274,34 @@ async fn the_backoff_never_sleeps_past_the_deadline() {
     for pair in log.windows(2) {
         assert!(pair[1].at - pair[0].at >= Duration::from_millis(200));
     }
+}
+
+#[tokio::test]
+async fn a_backoff_ends_when_the_context_does() {
+    // A 60 s backoff, no deadline: a cancel during the pause ends it at once; the attempt
+    // then made sees the context done (here, unchecked by the scripted service) and the
+    // policy retries no more.
+    let policy = RetryPolicy::new()
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .max_attempts(5);
+    let scope = Context::background().with_cancel();
+    let ctx = scope.context().clone();
+    let (service, log) = scripted([Answer::Status(503); 3], Duration::ZERO);
+    let watch = policy.clone();
+    let call = tokio::spawn(async move { send(&policy, service, &ctx).await });
+    // The first attempt is measured when it ends, in the same (synchronous) step that
+    // decides on the retry and starts its backoff: on this one-thread runtime, once the
+    // measurement is there, the call is in its backoff.
+    while watch.typical_attempt().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    scope.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the backoff outlived its context")
+        .unwrap();
+    assert_eq!(result, Ok(503));
+    assert_eq!(log.lock().unwrap().len(), 2);
 }
 
 // ---- over loopback -------------------------------------------------------------------
@@ -477,5 +505,22 @@ async fn hyper_connect_errors_are_retried_up_to_max_attempts() {
     let ctx = Context::background().with_timeout(Duration::from_secs(30));
     let err = http_call(&url, &policy, &ctx).await.unwrap_err();
     assert!(err.contains("connect") || err.contains("Connect"), "{err}");
+    assert_eq!(*failures.lock().unwrap(), [Failure::Connect; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_connect_errors_are_retried_up_to_max_attempts() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let seen = failures.clone();
+    let policy = fast().max_attempts(3).retry_on(move |failure| {
+        seen.lock().unwrap().push(failure);
+        failure.is_transient()
+    });
+    let ctx = Context::background().with_timeout(Duration::from_secs(30));
+    let status = grpc_call(&url, &policy, &ctx).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(*failures.lock().unwrap(), [Failure::Connect; 3]);
 }

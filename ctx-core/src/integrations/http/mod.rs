@@ -50,5 +50,5 @@ pub use hop::{HopError, Origin};
 pub use retry::RetryMiddleware;
 #[cfg(feature = "tonic")]
 pub use retry::{BufferBody, BufferBodyLayer};
-pub use retry::{Failure, GRPC_PREVIOUS_RPC_ATTEMPTS, RetryBody, RetryPolicy};
+pub use retry::{Failure, GRPC_PREVIOUS_RPC_ATTEMPTS, RetryBackoff, RetryBody, RetryPolicy};
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};

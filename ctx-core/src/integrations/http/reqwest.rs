@@ -163,6 +163,9 @@ impl Middleware for DeadlineMiddleware {
                 );
                 Err(reqwest_middleware::Error::middleware(err))
             }
+            Ok(Err(reqwest_middleware::Error::Reqwest(err))) => {
+                Err(reqwest_middleware::Error::Reqwest(without_userinfo(err)))
+            }
             Ok(Err(err)) => Err(err),
             Err(err) => {
                 let err = HopError::new(err, Origin::Local, cut.method(), cut.authority());
@@ -170,6 +173,18 @@ impl Middleware for DeadlineMiddleware {
             }
         }
     }
+}
+
+/// `err` without the userinfo (`user:password@`) of the URL it names: reqwest's errors
+/// print their URL, and what this middleware returns never shows credentials (as its
+/// [`HopError`]s, named by [`strip_userinfo`]'s rule, never do).
+fn without_userinfo(mut err: reqwest::Error) -> reqwest::Error {
+    if let Some(url) = err.url_mut() {
+        // Only fails for URLs that cannot have userinfo, which then have none.
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+    }
+    err
 }
 
 /// The response with its body cut when `ctx` ends.

@@ -2,7 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -13,7 +16,7 @@ use tower::util::rng::HasherRng;
 
 use super::BoxError;
 use super::grpc_timeout::remaining_budget;
-use crate::Context;
+use crate::{Context, Done};
 
 /// The header that tells a server how many attempts came before this one (gRFC A6).
 pub const GRPC_PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
@@ -116,7 +119,7 @@ struct Shared {
 /// 1. the request's context is not done, and what is left of its deadline covers the backoff
 ///    *and* a typical attempt (a quantile of the durations of recent attempts, measured over
 ///    a bounded window shared by every clone of the policy): a retry that cannot finish in
-///    time is load for nothing;
+///    time is load for nothing (a context without a deadline sets no such limit);
 /// 2. the retry budget allows it: a [`TpsBudget`] (tower's; shared by clones), which lets
 ///    retries add at most a fixed fraction to the load, so a failing upstream is not hit by
 ///    a retry storm;
@@ -177,8 +180,9 @@ struct Shared {
 /// let request = http::Request::builder().uri("/").body(String::new()).unwrap();
 /// let response = ctx.scope(client.oneshot(request)).await.unwrap();
 /// assert_eq!(response.status(), 200);
-/// let attempts: Vec<_> = seen.lock().unwrap().iter().map(|h| h.clone().map(|v| v.to_str().unwrap().to_owned())).collect();
-/// assert_eq!(attempts, [None, Some("1".into()), Some("2".into())]);
+/// let one = http::HeaderValue::from_static("1");
+/// let two = http::HeaderValue::from_static("2");
+/// assert_eq!(*seen.lock().unwrap(), [None, Some(one), Some(two)]);
 /// # });
 /// ```
 #[derive(Clone)]
@@ -292,6 +296,11 @@ impl RetryPolicy {
         self.configure(|shared| shared.retry_on = Arc::new(retryable))
     }
 
+    /// `tower::retry::RetryLayer::new(self)`: the layer that retries by this policy.
+    pub fn into_layer(self) -> tower::retry::RetryLayer<RetryPolicy> {
+        tower::retry::RetryLayer::new(self)
+    }
+
     /// The current estimate of a typical attempt's duration, `None` before any attempt was
     /// measured.
     pub fn typical_attempt(&self) -> Option<Duration> {
@@ -313,11 +322,7 @@ impl RetryPolicy {
     /// The attempt in flight ended with `failure` (`None`: it succeeded); the backoff to
     /// sleep before the next attempt, or `None` for no retry. Shared by the tower policy and
     /// the reqwest middleware.
-    fn after_attempt(
-        &mut self,
-        ctx: &Context,
-        failure: Option<Failure>,
-    ) -> Option<tokio::time::Sleep> {
+    fn after_attempt(&mut self, ctx: &Context, failure: Option<Failure>) -> Option<RetryBackoff> {
         if let Some(started) = self.started.take() {
             let mut recent = lock(&self.shared.recent);
             if recent.len() == WINDOW {
@@ -353,12 +358,47 @@ impl RetryPolicy {
                 return None;
             }
         }
-        self.shared.budget.withdraw().then_some(sleep)
+        self.shared.budget.withdraw().then(|| RetryBackoff {
+            sleep,
+            done: ctx.done(),
+        })
     }
 
     /// The value of `grpc-previous-rpc-attempts` for the next attempt.
     fn previous_attempts(&self) -> HeaderValue {
         HeaderValue::from(self.attempts)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The pause before a retry: a backoff on tokio's clock that ends early when the
+    /// request's context ends (the retry then fails at once in the deadline layer below,
+    /// unsent).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RetryBackoff {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        done: Done,
+    }
+}
+
+impl Future for RetryBackoff {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        if Pin::new(this.done).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.sleep.poll(cx)
+    }
+}
+
+impl fmt::Debug for RetryBackoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBackoff")
+            .field("until", &self.sleep.deadline())
+            .finish_non_exhaustive()
     }
 }
 
@@ -406,7 +446,7 @@ impl<B, R> Policy<Request<B>, Response<R>, BoxError> for RetryPolicy
 where
     B: RetryBody,
 {
-    type Future = tokio::time::Sleep;
+    type Future = RetryBackoff;
 
     fn retry(
         &mut self,
