@@ -13,29 +13,24 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
 ];
 
-/// Draws `rows` (goodput as a share of `capacity`, against offered load in multiples of
-/// it) into an SVG file at `path`.
-pub fn write(path: &Path, rows: &[LoadRow], capacity: f64, configs: &[&str]) -> Result<(), String> {
-    draw(path, rows, capacity, configs).map_err(|e| format!("writing {}: {e}", path.display()))
+/// Draws `rows` (goodput as a share of the capacity measured before its level, against
+/// offered load in multiples of it) into an SVG file at `path`.
+pub fn write(path: &Path, rows: &[LoadRow], configs: &[&str]) -> Result<(), String> {
+    draw(path, rows, configs).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-fn draw(
-    path: &Path,
-    rows: &[LoadRow],
-    capacity: f64,
-    configs: &[&str],
-) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(path: &Path, rows: &[LoadRow], configs: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     let top = rows
         .iter()
-        .map(|r| 100.0 * r.goodput / capacity)
+        .map(|r| 100.0 * r.goodput / r.capacity)
         .fold(100.0f64, f64::max)
         * 1.1;
     let right = rows.iter().map(|r| r.multiple).fold(4.0f64, f64::max) + 0.25;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("goodput under overload (capacity {capacity:.0} requests/s)"),
+            "goodput under overload (of the capacity measured before each level)",
             ("sans-serif", 20),
         )
         .margin(16)
@@ -63,7 +58,7 @@ fn draw(
         let points: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| r.config == *config)
-            .map(|r| (r.multiple, 100.0 * r.goodput / capacity))
+            .map(|r| (r.multiple, 100.0 * r.goodput / r.capacity))
             .collect();
         chart.draw_series(
             points

@@ -63,6 +63,8 @@ struct Phases {
     deadline: Duration,
     service_time: Duration,
     capacity: Duration,
+    /// The capacity measured again before each load level.
+    probe: Duration,
     level: Duration,
     baseline: Duration,
     slow: Duration,
@@ -77,6 +79,7 @@ impl Phases {
                 deadline: DEADLINE_RANGE.0,
                 service_time: s(0.2),
                 capacity: s(0.4),
+                probe: s(0.2),
                 level: s(0.3),
                 baseline: s(0.3),
                 slow: s(0.5),
@@ -87,7 +90,8 @@ impl Phases {
                 deadline: DEADLINE_RANGE.0,
                 service_time: s(0.6),
                 capacity: s(2.0),
-                level: s(2.2),
+                probe: s(1.0),
+                level: s(2.0),
                 baseline: s(2.0),
                 slow: s(10.0),
                 retry: s(2.5),
@@ -110,13 +114,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     // The service time (one client: no wait) and the capacity (a closed loop of enough
     // clients to keep every connection busy), on the configuration that interrupts nothing
     // it need not.
-    let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
-    let url = format!("http://{}/work", gateway.addr);
-    let (_, one) = traffic::closed_loop(&url, 1, Duration::ZERO, phases.service_time).await;
-    let (capacity, _) =
-        traffic::closed_loop(&url, 4 * POOL, phases.capacity / 5, phases.capacity).await;
-    gateway.stop().await?;
-    let service_time = crate::stats::percentile(&one, 50).unwrap_or(QUERY);
+    let (service_time, capacity) = measure(&app, &upstream, &phases, phases.capacity).await?;
     if capacity < 1.0 {
         return Err(format!(
             "the gateway answered {capacity:.1} requests/s: nothing to measure"
@@ -138,16 +136,30 @@ pub async fn run(options: Options) -> Result<(), String> {
         slow: Vec::new(),
         retry: Vec::new(),
     };
-    for config in Config::ALL {
-        for multiple in MULTIPLES {
-            let row = offered_load(config, &app, &upstream, capacity * multiple, &phases).await?;
+    // Each level is a multiple of the capacity measured just before it (the machine's other
+    // load comes and goes), and runs every configuration in turn, so they share its state.
+    let mut levels = Vec::new();
+    for multiple in MULTIPLES {
+        let now = measure(&app, &upstream, &phases, phases.probe).await?.1;
+        for config in Config::ALL {
+            let row = offered_load(config, &app, &upstream, now * multiple, &phases).await?;
             eprintln!(
-                "load {multiple:.1}x, {}: goodput {:.0}/s",
+                "load {multiple:.1}x of {now:.0}/s, {}: goodput {:.0}/s",
                 config.name(),
                 row.goodput
             );
-            report.load.push(LoadRow { multiple, ..row });
+            levels.push(LoadRow {
+                multiple,
+                capacity: now,
+                ..row
+            });
         }
+    }
+    // In the table, a configuration's rows together.
+    for config in Config::ALL {
+        report
+            .load
+            .extend(levels.extract_if(.., |r| r.config == config.name()));
     }
     // Memory is the process's, and its allocator keeps what it once took: the
     // configuration expected to take least goes first, so each one's growth shows.
@@ -176,12 +188,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     let chart = options
         .chart
         .unwrap_or_else(|| std::env::temp_dir().join("ctx-overload.svg"));
-    chart::write(
-        &chart,
-        &report.load,
-        capacity,
-        &Config::ALL.map(Config::name),
-    )?;
+    chart::write(&chart, &report.load, &Config::ALL.map(Config::name))?;
     println!("chart: {}", chart.display());
     println!(
         "\n{}",
@@ -189,6 +196,26 @@ pub async fn run(options: Options) -> Result<(), String> {
     );
     println!("\nran in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The service time (one client: no wait) and the capacity (a closed loop of enough clients
+/// to keep every connection busy, for `length`), on the configuration that interrupts
+/// nothing it need not.
+async fn measure(
+    app: &Arc<App>,
+    upstream: &Upstream,
+    phases: &Phases,
+    length: Duration,
+) -> Result<(Duration, f64), String> {
+    let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
+    let url = format!("http://{}/work", gateway.addr);
+    let (_, one) = traffic::closed_loop(&url, 1, Duration::ZERO, phases.service_time).await;
+    let (capacity, _) = traffic::closed_loop(&url, 4 * POOL, length / 5, length).await;
+    gateway.stop().await?;
+    Ok((
+        crate::stats::percentile(&one, 50).unwrap_or(QUERY),
+        capacity,
+    ))
 }
 
 /// Offers `/work` at `rate` for one level on a fresh gateway.
@@ -218,6 +245,7 @@ async fn offered_load(
     Ok(LoadRow {
         config: config.name(),
         multiple: 0.0,
+        capacity: 0.0,
         offered: all.sent as f64 / length,
         goodput: all.ok as f64 / length,
         p50: all.p50,
