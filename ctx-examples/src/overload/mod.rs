@@ -28,7 +28,7 @@ use crate::api::App;
 use crate::db::Db;
 
 use gateway::{Config, Gateway, Meter};
-use report::{LoadRow, Report, RetryRow, SlowRow, summarize};
+use report::{LoadRow, Report, RetryRow, SlowRow, summarize, summarize_arrivals};
 use traffic::Flow;
 use upstream::Upstream;
 
@@ -237,10 +237,10 @@ async fn offered_load(
     let admission = gateway.admission_stats().map(|(work, _)| work);
     gateway.stop().await?; // work left running counts too
     let (useful, wasted) = meter.work();
-    // Goodput and latency once a queue had time to form: requests sent after the first
-    // deadline (at most half the level).
+    // Goodput and latency once a queue had time to form: answers that arrived after the
+    // first deadline (at most half the level) and before the senders stopped.
     let warm_up = phases.deadline.min(phases.level / 2);
-    let all = summarize(&samples, 0, (warm_up, phases.level));
+    let all = summarize_arrivals(&samples, 0, (warm_up, phases.level));
     let length = (phases.level - warm_up).as_secs_f64();
     Ok(LoadRow {
         config: config.name(),

@@ -82,9 +82,10 @@ pub struct Summary {
 }
 
 pub fn summarize(samples: &[Sample], flow: usize, window: (Duration, Duration)) -> Summary {
+    let within = |at: Duration| at >= window.0 && at < window.1;
     let chosen: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.flow == flow && s.sent >= window.0 && s.sent < window.1)
+        .filter(|s| s.flow == flow && within(s.sent))
         .collect();
     let mut latencies: Vec<Duration> = chosen
         .iter()
@@ -94,6 +95,33 @@ pub fn summarize(samples: &[Sample], flow: usize, window: (Duration, Duration)) 
     latencies.sort();
     Summary {
         sent: chosen.len() as u64,
+        ok: latencies.len() as u64,
+        p50: percentile(&latencies, 50),
+        p99: percentile(&latencies, 99),
+    }
+}
+
+/// Like [`summarize`], but `ok` and the latencies are those of the successful answers that
+/// *arrived* in `window` (a throughput: what a queue drains after the senders stop is not
+/// counted); `sent` is still the requests sent in it.
+pub fn summarize_arrivals(
+    samples: &[Sample],
+    flow: usize,
+    window: (Duration, Duration),
+) -> Summary {
+    let within = |at: Duration| at >= window.0 && at < window.1;
+    let sent = samples
+        .iter()
+        .filter(|s| s.flow == flow && within(s.sent))
+        .count();
+    let mut latencies: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.flow == flow && s.end == End::Ok && within(s.sent + s.latency))
+        .map(|s| s.latency)
+        .collect();
+    latencies.sort();
+    Summary {
+        sent: sent as u64,
         ok: latencies.len() as u64,
         p50: percentile(&latencies, 50),
         p99: percentile(&latencies, 99),
