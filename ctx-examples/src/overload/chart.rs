@@ -13,7 +13,7 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
 ];
 
-/// Draws `rows` (goodput as a share of the capacity measured before its level, against
+/// Draws `rows` (goodput as a share of the capacity measured before its run, against
 /// offered load in multiples of it) into an SVG file at `path`.
 pub fn write(path: &Path, rows: &[LoadRow], configs: &[&str]) -> Result<(), String> {
     draw(path, rows, configs).map_err(|e| format!("writing {}: {e}", path.display()))
@@ -30,7 +30,7 @@ fn draw(path: &Path, rows: &[LoadRow], configs: &[&str]) -> Result<(), Box<dyn s
     let right = rows.iter().map(|r| r.multiple).fold(4.0f64, f64::max) + 0.25;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "goodput under overload (of the capacity measured before each level)",
+            "goodput under overload (of the capacity measured before each run)",
             ("sans-serif", 20),
         )
         .margin(16)

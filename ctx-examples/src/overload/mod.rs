@@ -90,9 +90,9 @@ impl Phases {
                 deadline: DEADLINE_RANGE.0,
                 service_time: s(0.6),
                 capacity: s(2.0),
-                probe: s(1.0),
-                level: s(2.0),
-                baseline: s(2.0),
+                probe: s(0.8),
+                level: s(1.8),
+                baseline: s(1.5),
                 slow: s(10.0),
                 retry: s(2.5),
             }
@@ -114,7 +114,8 @@ pub async fn run(options: Options) -> Result<(), String> {
     // The service time (one client: no wait) and the capacity (a closed loop of enough
     // clients to keep every connection busy), on the configuration that interrupts nothing
     // it need not.
-    let (service_time, capacity) = measure(&app, &upstream, &phases, phases.capacity).await?;
+    let (service_time, capacity) =
+        measure(&app, &upstream, phases.service_time, phases.capacity).await?;
     if capacity < 1.0 {
         return Err(format!(
             "the gateway answered {capacity:.1} requests/s: nothing to measure"
@@ -136,12 +137,14 @@ pub async fn run(options: Options) -> Result<(), String> {
         slow: Vec::new(),
         retry: Vec::new(),
     };
-    // Each level is a multiple of the capacity measured just before it (the machine's other
-    // load comes and goes), and runs every configuration in turn, so they share its state.
+    // Each run offers a multiple of the capacity measured just before it (the machine's
+    // other load comes and goes), and a level runs every configuration in turn.
     let mut levels = Vec::new();
     for multiple in MULTIPLES {
-        let now = measure(&app, &upstream, &phases, phases.probe).await?.1;
         for config in Config::ALL {
+            let now = measure(&app, &upstream, Duration::ZERO, phases.probe)
+                .await?
+                .1;
             let row = offered_load(config, &app, &upstream, now * multiple, &phases).await?;
             eprintln!(
                 "load {multiple:.1}x of {now:.0}/s, {}: goodput {:.0}/s",
@@ -198,18 +201,18 @@ pub async fn run(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// The service time (one client: no wait) and the capacity (a closed loop of enough clients
-/// to keep every connection busy, for `length`), on the configuration that interrupts
-/// nothing it need not.
+/// The service time (one client: no wait, for `single`) and the capacity (a closed loop of
+/// enough clients to keep every connection busy, for `length`), on the configuration that
+/// interrupts nothing it need not.
 async fn measure(
     app: &Arc<App>,
     upstream: &Upstream,
-    phases: &Phases,
+    single: Duration,
     length: Duration,
 ) -> Result<(Duration, f64), String> {
     let gateway = Gateway::start(Config::Ctx, app.clone(), POOL, upstream.addr).await?;
     let url = format!("http://{}/work", gateway.addr);
-    let (_, one) = traffic::closed_loop(&url, 1, Duration::ZERO, phases.service_time).await;
+    let (_, one) = traffic::closed_loop(&url, 1, Duration::ZERO, single).await;
     let (capacity, _) = traffic::closed_loop(&url, 4 * POOL, length / 5, length).await;
     gateway.stop().await?;
     Ok((

@@ -15,7 +15,7 @@ pub struct LoadRow {
     pub config: &'static str,
     /// Offered load, in multiples of `capacity`.
     pub multiple: f64,
-    /// Requests per second the gateway served, measured just before this level.
+    /// Requests per second the gateway served, measured just before this run.
     pub capacity: f64,
     /// Requests per second offered and answered OK within their deadline.
     pub offered: f64,
@@ -186,7 +186,7 @@ impl Report {
         let _ = writeln!(
             out,
             "offered load (a pool of {} SQLite connections; at the start, {:.0} ms a query and a \
-             capacity of {:.0} requests/s: {} ms deadlines; each level offers a multiple of the \
+             capacity of {:.0} requests/s: {} ms deadlines; each run offers a multiple of the \
              capacity measured just before it)\n",
             self.pool,
             self.service_time.as_secs_f64() * 1e3,
