@@ -139,6 +139,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     };
     // Each run offers a multiple of the capacity measured just before it (the machine's
     // other load comes and goes), and a level runs every configuration in turn.
+    // (`capacity` holds that probe until every run is done.)
     let mut levels = Vec::new();
     for multiple in MULTIPLES {
         for config in Config::ALL {
@@ -157,6 +158,20 @@ pub async fn run(options: Options) -> Result<(), String> {
                 ..row
             });
         }
+    }
+    // A run's capacity is the mean of the probes just before and just after it: the
+    // machine as it was while the run ran.
+    let last = measure(&app, &upstream, Duration::ZERO, phases.probe)
+        .await?
+        .1;
+    let after: Vec<f64> = levels
+        .iter()
+        .skip(1)
+        .map(|r| r.capacity)
+        .chain([last])
+        .collect();
+    for (row, after) in levels.iter_mut().zip(after) {
+        row.capacity = (row.capacity + after) / 2.0;
     }
     // In the table, a configuration's rows together.
     for config in Config::ALL {

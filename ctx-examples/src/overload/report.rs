@@ -15,7 +15,8 @@ pub struct LoadRow {
     pub config: &'static str,
     /// Offered load, in multiples of `capacity`.
     pub multiple: f64,
-    /// Requests per second the gateway served, measured just before this run.
+    /// Requests per second the gateway served: the mean of the capacity measured just before
+    /// this run and just after it.
     pub capacity: f64,
     /// Requests per second offered and answered OK within their deadline.
     pub offered: f64,
@@ -187,7 +188,8 @@ impl Report {
             out,
             "offered load (a pool of {} SQLite connections; at the start, {:.0} ms a query and a \
              capacity of {:.0} requests/s: {} ms deadlines; each run offers a multiple of the \
-             capacity measured just before it)\n",
+             capacity measured just before it; its capacity is the mean of that and the one \
+             measured just after it)\n",
             self.pool,
             self.service_time.as_secs_f64() * 1e3,
             self.capacity,
