@@ -30,7 +30,7 @@ fn draw(path: &Path, rows: &[LoadRow], configs: &[&str]) -> Result<(), Box<dyn s
     let right = rows.iter().map(|r| r.multiple).fold(4.0f64, f64::max) + 0.25;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "goodput under overload (of the capacity measured before each run)",
+            "goodput under overload (share of each run's measured capacity)",
             ("sans-serif", 20),
         )
         .margin(16)
