@@ -99,6 +99,21 @@ pub async fn slow_query(
     ctx: &Context,
     endpoint: &'static str,
 ) -> Result<i64, ApiError> {
+    let stats = app.clone();
+    query_with(app, ctx, move |worked, abandoned| {
+        stats.stats.backend(endpoint, worked, abandoned)
+    })
+    .await
+}
+
+/// Runs the slow query under `ctx` on a pooled connection, on a blocking thread; when it
+/// ran, calls `record` on that thread as it ends (even if this future was dropped) with the
+/// part of the planned work done and the part an interrupt saved.
+pub async fn query_with(
+    app: &Arc<App>,
+    ctx: &Context,
+    record: impl FnOnce(Duration, Duration) + Send + 'static,
+) -> Result<i64, ApiError> {
     let permit = ctx
         .run(app.db.slots.clone().acquire_owned())
         .await?
@@ -126,9 +141,9 @@ pub async fn slow_query(
                 app.db.interrupted.fetch_add(1, Ordering::Relaxed);
                 let done = (f64::from(steps) / app.db.steps).clamp(0.0, 1.0);
                 let worked = planned.mul_f64(done);
-                app.stats.backend(endpoint, worked, planned - worked);
+                record(worked, planned - worked);
             }
-            _ => app.stats.backend(endpoint, planned, Duration::ZERO),
+            _ => record(planned, Duration::ZERO),
         }
         result
     });

@@ -326,9 +326,7 @@ impl HopStats {
             let pct = |values: &[Duration], p: usize| {
                 let mut sorted = values.to_vec();
                 sorted.sort();
-                sorted
-                    .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
-                    .copied()
+                crate::stats::percentile(&sorted, p)
             };
             let (planned, abandoned) = match (hop, backend_work) {
                 ("backend", Some((worked, abandoned))) => (worked + abandoned, abandoned),

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ctx_core::http::{BoxError, PropagateDeadlineLayer};
+use ctx_core::http::{BoxError, PropagateDeadline, PropagateDeadlineLayer};
 use ctx_core::{Context, Error};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
@@ -56,10 +57,19 @@ fn pick(i: u64) -> (&'static str, Duration, Option<Duration>) {
     (path, deadline, gives_up)
 }
 
-pub async fn drive(base: &str, requests: usize, concurrency: usize) -> ClientTally {
-    let client = ServiceBuilder::new()
+/// The HTTP client the load generators use: hyper's, under `PropagateDeadlineLayer`, so a
+/// request sent inside a context carries its remaining budget as `grpc-timeout`.
+pub type HttpClient = PropagateDeadline<Client<HttpConnector, Empty<Bytes>>>;
+
+/// A new [`HttpClient`] (its own connection pool).
+pub fn client() -> HttpClient {
+    ServiceBuilder::new()
         .layer(PropagateDeadlineLayer::new())
-        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>())
+}
+
+pub async fn drive(base: &str, requests: usize, concurrency: usize) -> ClientTally {
+    let client = client();
     let bar = ProgressBar::new(requests as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>4}/{len} requests {msg}")
@@ -122,7 +132,9 @@ pub async fn drive(base: &str, requests: usize, concurrency: usize) -> ClientTal
     }
 }
 
-async fn send<S>(mut client: S, url: &str, ctx: &Context) -> Result<u16, BoxError>
+/// Sends a GET to `url` inside `ctx` (its deadline travels with it, and its end drops the
+/// call) and reads the whole answer; returns the status.
+pub async fn send<S>(mut client: S, url: &str, ctx: &Context) -> Result<u16, BoxError>
 where
     S: Service<
             http::Request<Empty<Bytes>>,

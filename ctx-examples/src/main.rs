@@ -11,6 +11,7 @@ mod api;
 mod db;
 mod hops;
 mod load;
+mod overload;
 mod server;
 mod stats;
 
@@ -31,6 +32,14 @@ OPTIONS:
     --requests N       requests in the built-in mix (default 300)
     --concurrency N    requests in flight at once (default 24)
     --serve PORT       serve on 127.0.0.1:PORT until Ctrl-C instead of running the mix
+    --scenario NAME    run a scenario instead of the mix:
+                       overload  the cascade, measured (about 90 s): a gateway with a pool of
+                                 SQLite connections and a gRPC upstream, under 0.5x-4x its
+                                 capacity, a slow dependency and a retry storm, with no ctx,
+                                 with ctx propagation and with ctx + admission; prints the
+                                 tables and writes a chart
+    --quick            (with --scenario) phases of a fraction of a second: a smoke run
+    --chart PATH       (with --scenario overload) where to write the SVG chart
     --help             print this help
 
 ENDPOINTS:
@@ -57,6 +66,9 @@ struct Options {
     requests: usize,
     concurrency: usize,
     serve: Option<u16>,
+    scenario: Option<String>,
+    quick: bool,
+    chart: Option<std::path::PathBuf>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -64,6 +76,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         requests: 300,
         concurrency: 24,
         serve: None,
+        scenario: None,
+        quick: false,
+        chart: None,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -79,6 +94,12 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     parse_number::<usize>("--concurrency", &value("--concurrency")?)?.max(1)
             }
             "--serve" => options.serve = Some(parse_number("--serve", &value("--serve")?)?),
+            "--scenario" => match value("--scenario")?.as_str() {
+                "overload" => options.scenario = Some("overload".into()),
+                other => return Err(format!("unknown scenario {other:?} (see --help)")),
+            },
+            "--quick" => options.quick = true,
+            "--chart" => options.chart = Some(value("--chart")?.into()),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -107,7 +128,14 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(run(options)) {
+    let result = match options.scenario {
+        Some(_) => runtime.block_on(overload::run(overload::Options {
+            quick: options.quick,
+            chart: options.chart,
+        })),
+        None => runtime.block_on(run(options)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");

@@ -89,11 +89,7 @@ impl Stats {
         for (endpoint, row) in rows.iter() {
             let mut sorted = row.latencies.clone();
             sorted.sort();
-            let pct = |p: usize| {
-                sorted
-                    .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
-                    .copied()
-            };
+            let pct = |p: usize| percentile(&sorted, p);
             let ms = |d: Option<Duration>| {
                 d.map_or("-".into(), |d| format!("{:.1}ms", d.as_secs_f64() * 1e3))
             };
@@ -122,4 +118,11 @@ impl Stats {
         }
         out
     }
+}
+
+/// The `p`th percentile (0-100) of `sorted` (ascending); `None` when it is empty.
+pub fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
 }
