@@ -129,6 +129,10 @@ impl Cause {
 
     /// Where the context was ended: the `cancel`/`cancel_with` call; for a scope that was
     /// dropped, the call that created it; for a deadline that fired, the call that set it.
+    /// What the integrations end on your behalf names your line, never one of ctx's: a
+    /// request's deadline or its client's disconnect, the line that built the server layer
+    /// (`ContextLayer::new`, `grpc::ServerLayer::new`); a signal, the line that called
+    /// `signal::notify` or made the `Shutdown` (`Shutdown::request`: that call).
     /// `None` for a cause not (yet) reported by a context.
     ///
     /// The alternate `Display` (`{:#}`) adds it: `client went away (at src/main.rs:12:5)`.

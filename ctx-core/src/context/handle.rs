@@ -211,6 +211,29 @@ impl Context {
         self.derive_cancel(Some(OwnDeadline::after(timeout)), Some(cause.into()))
     }
 
+    /// [`with_cancel`](Context::with_cancel), created at `at`: for a scope an integration
+    /// derives on its user's behalf, so its [`Cause::location`] is the user's line (the one
+    /// that built the layer), not the integration's.
+    #[inline]
+    pub(crate) fn with_cancel_at(&self, at: &'static Location<'static>) -> CancelScope {
+        CancelScope::new(Context::of(self.link.derive_child(at)))
+    }
+
+    /// [`with_timeout`](Context::with_timeout), created at `at` (see
+    /// [`with_cancel_at`](Context::with_cancel_at)): a fired deadline's cause names `at`.
+    #[inline]
+    pub(crate) fn with_timeout_at(
+        &self,
+        timeout: Duration,
+        at: &'static Location<'static>,
+    ) -> CancelScope {
+        CancelScope::new(Context::of(self.link.derive_cancel(
+            Some(OwnDeadline::after(timeout)),
+            None,
+            at,
+        )))
+    }
+
     /// `deadline` comes with the time it was computed against, so deriving reads the clock
     /// once.
     #[track_caller]

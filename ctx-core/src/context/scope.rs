@@ -81,6 +81,12 @@ impl CancelScope {
         self.handle.cancel_with(cause);
     }
 
+    /// [`cancel_with`](CancelScope::cancel_with), reported as ended at `at`: for an
+    /// integration cancelling on its user's behalf (see `Context::with_cancel_at`).
+    pub(crate) fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
+        self.handle.cancel_with_at(cause, at);
+    }
+
     /// Splits into the context and a [`CancelHandle`] that cancels it (on `cancel` or
     /// drop), for when the context and its canceller go different ways, as Go's
     /// `ctx, cancel := context.WithCancel(parent)`.
@@ -150,9 +156,15 @@ impl CancelHandle {
     /// its [`location`](Cause::location)).
     #[track_caller]
     pub fn cancel_with(self, cause: impl Into<Cause>) {
+        self.cancel_with_at(cause, Location::caller());
+    }
+
+    /// [`cancel_with`](CancelHandle::cancel_with), reported as ended at `at` (see
+    /// [`CancelScope::cancel_with_at`]).
+    pub(crate) fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
         let cause = cause.into(); // user code (`Into`) runs before the handle is taken apart
         self.into_context()
-            .cancel(Error::Cancelled, Some(cause), Location::caller());
+            .cancel(Error::Cancelled, Some(cause), at);
     }
 
     /// The context, without running `Drop` (the caller cancels it itself).

@@ -135,7 +135,10 @@ fn fire_due() {
         table
             .values()
             .filter_map(|(_, node)| node.upgrade())
-            .filter(|node| node.core().is_some_and(|core| core.effective_deadline().nanos() <= now))
+            .filter(|node| {
+                node.core()
+                    .is_some_and(|core| core.effective_deadline().nanos() <= now)
+            })
             .map(|node| -> NodeRef { node })
             .collect()
     };

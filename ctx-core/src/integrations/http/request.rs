@@ -4,12 +4,15 @@
 //! defaulted), and the trusted entries of its `baggage`.
 
 use std::fmt;
+use std::ops::Deref;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
 use http::request::Parts;
 
+use super::ClientDisconnected;
 use super::baggage::BaggageKeys;
 use super::grpc_timeout::{
     GRPC_TIMEOUT_NAME, InvalidTimeout, parse_grpc_timeout, remaining_budget,
@@ -42,6 +45,9 @@ pub(super) struct ServerConfig {
     pub(super) baggage: BaggageKeys,
     /// Per-request values added to each context.
     pub(super) values: Values,
+    /// The user's line that built the layer: where a request's deadline was set and where
+    /// a disconnect ended it, as [`Cause::location`] reports them (never a file of ctx).
+    pub(super) built_at: &'static Location<'static>,
 }
 
 /// Why a request was answered by the layer instead of its service.
@@ -58,14 +64,39 @@ pub(super) enum Refused {
 /// A request's context: the scope that ends it, and the context its handler sees (the
 /// scope's, with the request's trusted baggage values).
 pub(super) struct RequestContext {
-    pub(super) scope: CancelScope,
+    pub(super) scope: RequestScope,
     pub(super) ctx: Context,
 }
 
+/// A request's cancel scope, and the line that built its layer (`ServerConfig::built_at`).
+/// Dropping it ends the request as completed (a plain cancel).
+#[derive(Debug)]
+pub(super) struct RequestScope {
+    scope: CancelScope,
+    built_at: &'static Location<'static>,
+}
+
+impl RequestScope {
+    /// Ends the request because its client went away (before the response, or mid-body).
+    pub(super) fn disconnected(self) {
+        let cause = Cause::from_error(ClientDisconnected);
+        self.scope.cancel_with_at(cause, self.built_at);
+    }
+}
+
+impl Deref for RequestScope {
+    type Target = CancelScope;
+
+    fn deref(&self) -> &CancelScope {
+        &self.scope
+    }
+}
+
 impl ServerConfig {
-    pub(super) fn new(root: &Context) -> ServerConfig {
+    pub(super) fn new(root: &Context, built_at: &'static Location<'static>) -> ServerConfig {
         ServerConfig {
             root: root.clone(),
+            built_at,
             default_timeout: None,
             max_timeout: None,
             baggage: BaggageKeys::new(),
@@ -96,8 +127,12 @@ impl ServerConfig {
             (t, _) => t,
         };
         let scope = match timeout {
-            Some(t) => self.root.with_timeout(t),
-            None => self.root.with_cancel(),
+            Some(t) => self.root.with_timeout_at(t, self.built_at),
+            None => self.root.with_cancel_at(self.built_at),
+        };
+        let scope = RequestScope {
+            scope,
+            built_at: self.built_at,
         };
         if let Err(err) = remaining_budget(scope.context()) {
             // Ended already (or its deadline passed, which the driver may not have seen yet):
@@ -109,7 +144,10 @@ impl ServerConfig {
         let ctx = match self.baggage.is_empty() {
             true => scope.context().clone(), // not trusted: not even looked up
             // Every `baggage` header, combined as one list (W3C allows several).
-            false => match self.baggage.decode_headers(scope.context(), request.headers()) {
+            false => match self
+                .baggage
+                .decode_headers(scope.context(), request.headers())
+            {
                 Some((ctx, report)) => {
                     request.extensions_mut().insert(report);
                     ctx

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -13,13 +14,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::baggage::BaggageKeys;
-use super::request::{Refused, RequestContext, ServerConfig};
+use super::request::{Refused, RequestContext, RequestScope, ServerConfig};
 use super::respond::{
     DEADLINE_TEXT, GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, SHUTDOWN_TEXT, deadline_response,
     grpc_trailers_only, is_grpc, log_cause, text_response, unavailable_response,
 };
 use super::server_body::ContextBody;
-use crate::{CancelScope, Cause, Context, Done, Scoped};
+use crate::{Cause, Context, Done, Scoped};
 
 /// The cause of a request context cancelled because the client went away: the server
 /// dropped the response future before it was ready (hyper does on disconnect).
@@ -85,9 +86,13 @@ pub struct ContextLayer {
 impl ContextLayer {
     /// Request contexts will be children of `root` (a `&Context`, a `Context` or a
     /// `&CancelScope`).
+    ///
+    /// The line that calls `new` is where a request's deadline and a client's disconnect
+    /// are reported to have ended its context ([`Cause::location`]).
+    #[track_caller]
     pub fn new(root: impl AsRef<Context>) -> ContextLayer {
         ContextLayer {
-            config: Arc::new(ServerConfig::new(root.as_ref())),
+            config: Arc::new(ServerConfig::new(root.as_ref(), Location::caller())),
             finish_handlers: false,
         }
     }
@@ -291,7 +296,7 @@ pin_project_lite::pin_project! {
         deadline: Option<Done>,
         // Whether the body is raced against the context (not with `finish_handlers`).
         race_body: bool,
-        scope: Option<CancelScope>,
+        scope: Option<RequestScope>,
         answered: Option<Response<R>>,
         grpc: bool,
     }
@@ -299,7 +304,7 @@ pin_project_lite::pin_project! {
     impl<F, R> PinnedDrop for ResponseFuture<F, R> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(scope) = this.project().scope.take() {
-                scope.cancel_with(Cause::from_error(ClientDisconnected));
+                scope.disconnected();
             }
         }
     }

@@ -10,9 +10,8 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::BoxError;
 use super::body::RacedBody;
+use super::request::RequestScope;
 use super::respond::log_cause;
-use super::server::ClientDisconnected;
-use crate::{CancelScope, Cause};
 
 enum State<B> {
     /// Polled as it is: the layer's own answer (no context), or a handler's body under
@@ -36,13 +35,13 @@ enum State<B> {
 ///   clean end of stream: a client sees a cut response (HTTP/1: the connection closes
 ///   before the last chunk; HTTP/2: the stream is reset), not a short one that looks whole;
 /// - dropped before its end (the client went away), it cancels the context with
-///   [`ClientDisconnected`] as the cause.
+///   [`ClientDisconnected`](super::ClientDisconnected) as the cause.
 ///
 /// At the tower level, [`into_inner`](ContextBody::into_inner) gives the service's body back.
 pub struct ContextBody<B> {
     state: State<B>,
     /// The request's context; `None` once it ended (or for the layer's own answers).
-    scope: Option<CancelScope>,
+    scope: Option<RequestScope>,
     /// `is_end_stream` said `true`: a server drops such a body without polling it, and that
     /// drop ends the request as completed, not as a disconnect.
     said_end: AtomicBool,
@@ -60,7 +59,7 @@ impl<B> ContextBody<B> {
 
     /// A handler's body, under `scope` until its end; its frames are raced against the
     /// context when `raced`.
-    pub(super) fn new(body: B, scope: CancelScope, raced: bool) -> ContextBody<B> {
+    pub(super) fn new(body: B, scope: RequestScope, raced: bool) -> ContextBody<B> {
         let state = match raced {
             true => State::Fresh(body),
             false => State::Plain(body),
@@ -97,7 +96,7 @@ impl<B> Drop for ContextBody<B> {
         if let Some(scope) = self.scope.take()
             && !self.said_end.load(Ordering::Relaxed)
         {
-            scope.cancel_with(Cause::from_error(ClientDisconnected));
+            scope.disconnected();
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -94,7 +95,9 @@ impl Signals {
 /// println!("stopping: {err} ({})", shutdown.cause().unwrap());
 /// # Ok(()) }
 /// ```
+#[track_caller] // a signal's cause names the caller's line (`Cause::location`)
 pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::Result<CancelScope> {
+    let at = Location::caller();
     let signals = if signals.is_empty() {
         DEFAULT_SIGNALS
     } else {
@@ -103,14 +106,14 @@ pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::R
     let mut signals = Signals::listen(signals)?;
     // The listener owns the canceller of `signalled`; the caller gets a child of it, so the
     // caller's cancel (or drop) ends the caller's context, and a signal ends both.
-    let (signalled, on_signal) = parent.as_ref().with_cancel().into_parts();
-    let scope = signalled.with_cancel();
+    let (signalled, on_signal) = parent.as_ref().with_cancel_at(at).into_parts();
+    let scope = signalled.with_cancel_at(at);
     let ctx = scope.context().clone();
     tokio::spawn(async move {
         let arrived = std::future::poll_fn(|cx| signals.poll_next(cx));
         // Stop listening as soon as the context ends for any other reason.
         if let Ok(kind) = ctx.run(arrived).await {
-            on_signal.cancel_with(Cause::from_error(SignalReceived(kind)));
+            on_signal.cancel_with_at(Cause::from_error(SignalReceived(kind)), at);
         }
     });
     Ok(scope)
@@ -150,6 +153,7 @@ pub fn notify(parent: impl AsRef<Context>, signals: &[SignalKind]) -> std::io::R
 ///
 /// With tonic: `Server::builder().layer(grpc::ServerLayer::new(shutdown.context()))
 /// ...serve_with_shutdown(addr, shutdown.requested())`.
+#[track_caller] // the shutdown's causes name the caller's line (`Cause::location`)
 pub fn graceful(parent: impl AsRef<Context>, grace: Duration) -> std::io::Result<Shutdown> {
     Shutdown::on_signals(parent, DEFAULT_SIGNALS, grace)
 }
@@ -200,8 +204,15 @@ pub struct Shutdown {
     /// Cancelled at the first request: what the server waits on to stop accepting.
     draining: Context,
     /// To the task that owns both cancellers (see [`Shutdown::drive`]).
-    requests: mpsc::UnboundedSender<Cause>,
+    requests: mpsc::UnboundedSender<Request>,
     grace: Duration,
+}
+
+/// A request to shut down: its cause, and the user's line it came from (the `request` call;
+/// for a signal, the line that made the shutdown).
+struct Request {
+    cause: Cause,
+    at: &'static Location<'static>,
 }
 
 impl Shutdown {
@@ -211,8 +222,14 @@ impl Shutdown {
     /// # Panics
     ///
     /// Outside a tokio runtime (the grace timer is a task), as `tokio::spawn` does.
+    #[track_caller]
     pub fn new(parent: impl AsRef<Context>, grace: Duration) -> Shutdown {
-        Shutdown::start(parent.as_ref(), Signals(Vec::new()), grace)
+        Shutdown::start(
+            parent.as_ref(),
+            Signals(Vec::new()),
+            grace,
+            Location::caller(),
+        )
     }
 
     /// Like [`graceful`], on `signals`; each signal that arrives is a
@@ -222,18 +239,27 @@ impl Shutdown {
     /// # Panics
     ///
     /// Outside a tokio runtime, as `tokio::spawn` does.
+    #[track_caller]
     pub fn on_signals(
         parent: impl AsRef<Context>,
         signals: &[SignalKind],
         grace: Duration,
     ) -> std::io::Result<Shutdown> {
+        let at = Location::caller();
         let signals = Signals::listen(signals)?;
-        Ok(Shutdown::start(parent.as_ref(), signals, grace))
+        Ok(Shutdown::start(parent.as_ref(), signals, grace, at))
     }
 
-    fn start(parent: &Context, signals: Signals, grace: Duration) -> Shutdown {
-        let (root, on_grace_end) = parent.with_cancel().into_parts();
-        let (draining, on_request) = parent.with_cancel().into_parts();
+    /// `at`: the user's line that made the shutdown, where a signal and the grace period's
+    /// end are reported to have ended its contexts.
+    fn start(
+        parent: &Context,
+        signals: Signals,
+        grace: Duration,
+        at: &'static Location<'static>,
+    ) -> Shutdown {
+        let (root, on_grace_end) = parent.with_cancel_at(at).into_parts();
+        let (draining, on_request) = parent.with_cancel_at(at).into_parts();
         let (requests, received) = mpsc::unbounded_channel();
         tokio::spawn(Shutdown::drive(
             received,
@@ -242,6 +268,7 @@ impl Shutdown {
             on_request,
             on_grace_end,
             grace,
+            at,
         ));
         Shutdown {
             root,
@@ -257,27 +284,31 @@ impl Shutdown {
     /// returns both contexts are done: when every `Shutdown` is dropped (`requests` closes)
     /// it returns at once, and so cancels at once.
     async fn drive(
-        mut requests: mpsc::UnboundedReceiver<Cause>,
+        mut requests: mpsc::UnboundedReceiver<Request>,
         mut signals: Signals,
         root: Context,
         on_request: CancelHandle,
         on_grace_end: CancelHandle,
         grace: Duration,
+        at: &'static Location<'static>,
     ) {
         // Until the first request, or the root ends with its parent.
-        let first = root.run(Shutdown::next(&mut requests, &mut signals)).await;
+        let first = root
+            .run(Shutdown::next(&mut requests, &mut signals, at))
+            .await;
         let Ok(Some(first)) = first else {
             return;
         };
-        on_request.cancel_with(first.clone());
+        on_request.cancel_with_at(first.cause.clone(), first.at);
         tokio::select! {
-            second = Shutdown::next(&mut requests, &mut signals) => match second {
-                Some(cause) => on_grace_end.cancel_with(cause),
+            second = Shutdown::next(&mut requests, &mut signals, at) => match second {
+                Some(second) => on_grace_end.cancel_with_at(second.cause, second.at),
                 None => drop(on_grace_end),
             },
-            () = tokio::time::sleep(grace) => on_grace_end.cancel_with(Cause::from_error(
-                GracePeriodEnded { grace, requested_by: first },
-            )),
+            () = tokio::time::sleep(grace) => on_grace_end.cancel_with_at(
+                Cause::from_error(GracePeriodEnded { grace, requested_by: first.cause }),
+                at,
+            ),
             _ = root.done() => {}
         }
     }
@@ -285,12 +316,14 @@ impl Shutdown {
     /// The next request, a call to `request` or a signal: `None` once every handle is
     /// dropped.
     async fn next(
-        requests: &mut mpsc::UnboundedReceiver<Cause>,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
         signals: &mut Signals,
-    ) -> Option<Cause> {
+        at: &'static Location<'static>,
+    ) -> Option<Request> {
         std::future::poll_fn(|cx| {
             if let Poll::Ready(kind) = signals.poll_next(cx) {
-                return Poll::Ready(Some(Cause::from_error(SignalReceived(kind))));
+                let cause = Cause::from_error(SignalReceived(kind));
+                return Poll::Ready(Some(Request { cause, at }));
             }
             requests.poll_recv(cx)
         })
@@ -307,9 +340,16 @@ impl Shutdown {
     /// first request resolves [`requested`](Shutdown::requested) and starts the grace period;
     /// a later one cancels [`context`](Shutdown::context) at once, with its `cause`. A
     /// signal, for [`graceful`], is such a request.
+    ///
+    /// The call is what [`Cause::location`] reports for the contexts it ends.
+    #[track_caller]
     pub fn request(&self, cause: impl Into<Cause>) {
+        let request = Request {
+            cause: cause.into(),
+            at: Location::caller(),
+        };
         // Fails only when the task has returned, the root then being done already.
-        let _ = self.requests.send(cause.into());
+        let _ = self.requests.send(request);
     }
 
     /// Resolves at the first request (or when the parent ends): the server should stop

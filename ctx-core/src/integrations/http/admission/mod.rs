@@ -132,9 +132,9 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::respond::is_grpc;
 pub use answer::AdmissionBody;
 use answer::Reject;
-use super::respond::is_grpc;
 use queue::{Arrival, Config, Counts, Permit, Shared, Ticket};
 
 use crate::{Context, Done};

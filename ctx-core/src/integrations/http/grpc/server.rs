@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -16,11 +17,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::status::{grpc_status_code, server_status};
-use crate::http::ClientDisconnected;
 use crate::http::baggage::BaggageKeys;
 use crate::http::body::RacedBody;
-use crate::http::request::{Refused, RequestContext, ServerConfig};
-use crate::{CancelScope, Cause, Context, Run, Scoped};
+use crate::http::request::{Refused, RequestContext, RequestScope, ServerConfig};
+use crate::{Context, Run, Scoped};
 
 /// A tower layer for [`tonic::transport::Server::builder().layer(..)`][layer] that gives
 /// each RPC its own [`Context`]:
@@ -39,7 +39,7 @@ use crate::{CancelScope, Cause, Context, Run, Scoped};
 ///   shutdown `UNAVAILABLE` (trailers-only), without calling the service;
 /// - [`Context::current`] while the handler (and a streaming response) is polled, and in the
 ///   request's extensions (`request.extensions().get::<Context>()` in a tonic handler);
-/// - cancelled with [`ClientDisconnected`] as its cause when the client cancels the RPC
+/// - cancelled with [`ClientDisconnected`](crate::http::ClientDisconnected) as its cause when the client cancels the RPC
 ///   (`RST_STREAM`) or goes away, and without a cause when the RPC is over (its response,
 ///   streamed or not, fully sent).
 ///
@@ -71,9 +71,13 @@ pub struct ServerLayer {
 impl ServerLayer {
     /// RPC contexts will be children of `root` (a `&Context`, a `Context` or a
     /// `&CancelScope`).
+    ///
+    /// The line that calls `new` is where an RPC's deadline and a client's cancel are
+    /// reported to have ended its context ([`Cause::location`](crate::Cause::location)).
+    #[track_caller]
     pub fn new(root: impl AsRef<Context>) -> ServerLayer {
         ServerLayer {
-            config: Arc::new(ServerConfig::new(root.as_ref())),
+            config: Arc::new(ServerConfig::new(root.as_ref(), Location::caller())),
         }
     }
 
@@ -178,7 +182,7 @@ pin_project_lite::pin_project! {
     pub struct ServerFuture<F> {
         #[pin]
         run: Option<Run<'static, Scoped<F>>>,
-        scope: Option<CancelScope>,
+        scope: Option<RequestScope>,
         deadline: Option<Instant>,
         // Boxed: rare, and large enough that every move of the future would copy it.
         answered: Option<Box<Status>>,
@@ -188,7 +192,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the response was ready: the client cancelled or went away.
             if let Some(scope) = this.project().scope.take() {
-                scope.cancel_with(Cause::from_error(ClientDisconnected));
+                scope.disconnected();
             }
         }
     }
@@ -307,7 +311,7 @@ impl<F> fmt::Debug for ServerFuture<F> {
 /// `DEADLINE_EXCEEDED` (or `UNAVAILABLE` at shutdown).
 pub struct ServerBody<B> {
     raced: Option<RacedBody<B>>,
-    scope: Option<CancelScope>,
+    scope: Option<RequestScope>,
     deadline: Option<Instant>,
     trailers: Option<HeaderMap>,
 }
@@ -316,13 +320,13 @@ impl<B> Drop for ServerBody<B> {
     fn drop(&mut self) {
         // Dropped before its end: the client cancelled the stream or went away.
         if let Some(scope) = self.scope.take() {
-            scope.cancel_with(Cause::from_error(ClientDisconnected));
+            scope.disconnected();
         }
     }
 }
 
 impl<B: Body + Unpin> ServerBody<B> {
-    fn new(inner: B, scope: CancelScope, deadline: Option<Instant>) -> ServerBody<B> {
+    fn new(inner: B, scope: RequestScope, deadline: Option<Instant>) -> ServerBody<B> {
         ServerBody {
             raced: Some(RacedBody::new(scope.context().clone(), inner)),
             scope: Some(scope),
