@@ -137,9 +137,8 @@ impl<'a> Locked<'a> {
             Origin::Walk(root) => (Ended::ByWalkOf(*root), None),
         };
         let core = self.core;
-        debug_assert_eq!(
-            core.state.load(Relaxed),
-            LIVE,
+        debug_assert!(
+            is_live(core.state.load(Relaxed)),
             "a core ends once (invariant 1)"
         );
         core.ended.store(ended.encode(), Relaxed);

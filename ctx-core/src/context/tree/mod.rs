@@ -32,7 +32,9 @@
 //!
 //! 1. **One end.** `Core::state` goes from `LIVE` to `CANCELLED` or `DEADLINE` once, under
 //!    the core's own lock, after how it ended (`Core::ended`: its cause's place, or the
-//!    root of the walk that ended it) is stored. Readers need no lock:
+//!    root of the walk that ended it) is stored. (`EXPLORED`, feature `test-util`, is a
+//!    live core being explored, `explored.rs`: every reader but a check takes it for
+//!    `LIVE`, through `core::is_live`.) Readers need no lock:
 //!    one load tells done or not, and once it reads done, an `Acquire` fence after it makes
 //!    the cause visible (`Core::read_state`; while live the load is `Relaxed`, so a loop
 //!    that checks for cancellation does not reload the context's other fields).
