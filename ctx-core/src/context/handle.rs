@@ -214,6 +214,7 @@ impl Context {
     /// [`with_cancel`](Context::with_cancel), created at `at`: for a scope an integration
     /// derives on its user's behalf, so its [`Cause::location`] is the user's line (the one
     /// that built the layer), not the integration's.
+    #[cfg(any(feature = "tower", feature = "tokio"))] // used by the server layers and signals
     #[inline]
     pub(crate) fn with_cancel_at(&self, at: &'static Location<'static>) -> CancelScope {
         CancelScope::new(Context::of(self.link.derive_child(at)))
@@ -221,6 +222,7 @@ impl Context {
 
     /// [`with_timeout`](Context::with_timeout), created at `at` (see
     /// [`with_cancel_at`](Context::with_cancel_at)): a fired deadline's cause names `at`.
+    #[cfg(feature = "tower")] // used by the server layers
     #[inline]
     pub(crate) fn with_timeout_at(
         &self,

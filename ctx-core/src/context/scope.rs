@@ -83,6 +83,7 @@ impl CancelScope {
 
     /// [`cancel_with`](CancelScope::cancel_with), reported as ended at `at`: for an
     /// integration cancelling on its user's behalf (see `Context::with_cancel_at`).
+    #[cfg(feature = "tower")] // used by the server layers
     pub(crate) fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
         self.handle.cancel_with_at(cause, at);
     }
