@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 use ctx_core::db::postgres::deadpool_postgres::{ClientWrapper, Manager, Pool};
 use ctx_core::db::postgres::tokio_postgres::{self, NoTls, error::SqlState};
 use ctx_core::{Context, Error, db};
+use db_support::activity::{gone_after, monitor, wait_running};
 use db_support::cluster::Cluster;
+use db_support::{ms, runtime};
 
 /// The bound the issue sets: a cancelled query is gone on the server this soon after its
 /// deadline.
 const GONE_WITHIN: Duration = Duration::from_millis(200);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn pool(cluster: &Cluster, size: usize) -> Pool {
     Pool::builder(Manager::new(cluster.config(), NoTls))
@@ -37,52 +31,6 @@ async fn backend_pid(client: &mut ClientWrapper) -> Result<i32, tokio_postgres::
         .query_one("SELECT pg_backend_pid()", &[])
         .await?
         .try_get(0)
-}
-
-/// Whether a query with exactly this text is running on the server, asked on a connection
-/// of its own.
-async fn is_running(monitor: &tokio_postgres::Client, query: &str) -> bool {
-    let row = monitor
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1",
-            &[&query],
-        )
-        .await
-        .expect("pg_stat_activity");
-    row.get::<_, i64>(0) > 0
-}
-
-async fn monitor(cluster: &Cluster) -> tokio_postgres::Client {
-    let (client, connection) = cluster
-        .config()
-        .connect(NoTls)
-        .await
-        .expect("a monitor connection");
-    tokio::spawn(connection);
-    client
-}
-
-/// Polls until `query` is no longer active on the server; how long after `since` that was.
-async fn gone_after(monitor: &tokio_postgres::Client, query: &str, since: Instant) -> Duration {
-    let give_up = Instant::now() + Duration::from_secs(15);
-    while is_running(monitor, query).await {
-        assert!(Instant::now() < give_up, "{query} still running 15 s later");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Instant::now().saturating_duration_since(since)
-}
-
-/// Waits until `query` is active on the server (so a test cancels a query that runs).
-async fn wait_running(monitor: &tokio_postgres::Client, query: &str) {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !is_running(monitor, query).await {
-        assert!(Instant::now() < give_up, "{query} never started");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 #[test]

@@ -271,18 +271,11 @@ mod run_async {
     use ctx_core::{Context, ContextKey, Error, db};
     use tokio::sync::Mutex;
 
+    use super::db_support::runtime;
     use super::{count_to, open, rusqlite};
 
     #[derive(ContextKey)]
     struct Tenant(u32);
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-    }
 
     #[test]
     fn runs_on_the_blocking_pool_under_the_context() {

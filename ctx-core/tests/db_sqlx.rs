@@ -18,18 +18,7 @@ use ctx_core::db::sqlx::sqlx::{
     self, Connection as _, postgres::PgPoolOptions, sqlite::SqliteConnection,
 };
 use ctx_core::{Context, Error, db};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use db_support::{ms, runtime};
 
 mod sqlite {
     use super::*;
@@ -200,9 +189,9 @@ mod sqlite {
 }
 
 mod postgres {
-    use ctx_core::db::postgres::tokio_postgres::{self, NoTls};
     use sqlx::postgres::{PgConnection, PgPool};
 
+    use super::db_support::activity::{gone_after, monitor, wait_running};
     use super::db_support::cluster::Cluster;
     use super::*;
 
@@ -218,44 +207,6 @@ mod postgres {
         sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(conn)
             .await
-    }
-
-    async fn monitor(cluster: &Cluster) -> tokio_postgres::Client {
-        let (client, connection) = cluster
-            .config()
-            .connect(NoTls)
-            .await
-            .expect("a monitor connection");
-        tokio::spawn(connection);
-        client
-    }
-
-    async fn is_running(monitor: &tokio_postgres::Client, query: &str) -> bool {
-        let row = monitor
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1",
-                &[&query],
-            )
-            .await
-            .expect("pg_stat_activity");
-        row.get::<_, i64>(0) > 0
-    }
-
-    async fn wait_running(monitor: &tokio_postgres::Client, query: &str) {
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while !is_running(monitor, query).await {
-            assert!(Instant::now() < give_up, "{query} never started");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    async fn gone_after(monitor: &tokio_postgres::Client, query: &str, since: Instant) -> Duration {
-        let give_up = Instant::now() + Duration::from_secs(15);
-        while is_running(monitor, query).await {
-            assert!(Instant::now() < give_up, "{query} still running 15 s later");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        Instant::now().saturating_duration_since(since)
     }
 
     #[test]

@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses a part
 
 #[cfg(feature = "postgres")]
+pub mod activity;
+#[cfg(feature = "postgres")]
 pub mod cluster;
 
 use std::path::{Path, PathBuf};
@@ -95,4 +97,18 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A two-worker tokio runtime, for the blocking tests that drive async databases.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A duration in milliseconds, for messages.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
