@@ -337,7 +337,13 @@ async fn a_budget_below_min_budget_is_never_started() {
     assert_idle(stats);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On tokio's paused clock with `test-util` (the wait in the queue passes at once), on the real one
+// without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(
+    not(feature = "test-util"),
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+)]
 async fn a_budget_shrunk_below_min_budget_while_queued_is_rejected_at_its_turn() {
     let layer = AdmissionLayer::new(1).min_budget(Duration::from_millis(1500));
     let (mut svc, mut gate) = gated(&layer);
@@ -360,7 +366,13 @@ async fn a_budget_shrunk_below_min_budget_while_queued_is_rejected_at_its_turn()
     assert_idle(stats);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On tokio's paused clock with `test-util` (the handlers' time passes at once), on the real one
+// without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(
+    not(feature = "test-util"),
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+)]
 async fn a_budget_below_what_recent_requests_needed_is_a_predicted_miss() {
     let layer = AdmissionLayer::new(16);
     let (mut svc, mut gate) = gated(&layer);
@@ -404,7 +416,12 @@ async fn a_budget_below_what_recent_requests_needed_is_a_predicted_miss() {
 // ---------------------------------------------------------------------------------------
 // Leaving the queue
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On tokio's paused clock with `test-util` (the deadline passes at once), on the real one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(
+    not(feature = "test-util"),
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+)]
 async fn a_waiter_whose_context_ends_leaves_at_once_and_frees_its_place() {
     let layer = AdmissionLayer::new(1).max_queued(1);
     let (mut svc, mut gate) = gated(&layer);

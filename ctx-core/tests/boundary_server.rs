@@ -281,7 +281,9 @@ async fn only_a_default_timeout_is_the_cap_too() {
 
 // ---- Issue 25 (5): the deadline enforced ----------------------------------------------
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the deadline passes at once), on the real one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn at_its_deadline_the_handler_is_dropped_and_504_answered() {
     let dropped = Arc::new(AtomicBool::new(false));
     struct Flag(Arc<AtomicBool>);
@@ -302,12 +304,17 @@ async fn at_its_deadline_the_handler_is_dropped_and_504_answered() {
     });
     let root = Context::background().with_cancel();
     let server = ContextLayer::new(&root).layer(handler);
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let response = tokio::time::timeout(PROMPTLY, server.oneshot(request(Some("100m"))))
         .await
         .expect("answered at the deadline, not when the handler would have")
         .unwrap();
-    assert!(started.elapsed() < PROMPTLY);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100),
+        "before the deadline: {took:?}"
+    );
+    assert!(took < PROMPTLY);
     let (status, kind, text) = read(response).await;
     assert_eq!(
         (status, kind.as_str(), text.as_str()),
@@ -347,7 +354,10 @@ async fn over_loopback_a_handler_that_ignores_a_20ms_cap_is_cut() {
     assert_eq!(response.status(), 504);
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the handler's wait passes at once), on the real one
+// without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn finish_handlers_lets_a_handler_run_to_its_end() {
     let handler = service_fn(|_: http::Request<String>| async {
         tokio::time::sleep(Duration::from_secs(1)).await; // well past its 20 ms
@@ -753,7 +763,9 @@ where
     (server, seen)
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the deadline passes at once), on the real one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn the_body_ends_the_request_context_as_completed_or_as_a_disconnect() {
     let root = Context::background().with_cancel();
     let chunks = || reporting_body(Context::background(), 3, Duration::from_millis(1));

@@ -189,7 +189,10 @@ async fn non_retryable_failures_are_not_retried() {
     assert_eq!(log.lock().unwrap().len(), 2);
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the attempts' seconds pass at once), on the real
+// one without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn retries_stop_when_the_budget_cannot_cover_a_typical_attempt() {
     // Attempts take 1 s. Without a deadline the policy retries, and learns that from the
     // attempts it measures.
@@ -245,7 +248,10 @@ async fn a_spent_tps_budget_stops_retries() {
     assert_eq!(attempts, [1, 2, 1, 2, 1, 2]);
 }
 
-#[tokio::test]
+// On tokio's paused clock with `test-util` (the backoffs pass at once), on the real one
+// without.
+#[cfg_attr(feature = "test-util", tokio::test(start_paused = true))]
+#[cfg_attr(not(feature = "test-util"), tokio::test)]
 async fn the_backoff_never_sleeps_past_the_deadline() {
     // A fixed 10 s backoff (min = max: no room for jitter).
     let policy = RetryPolicy::new()
