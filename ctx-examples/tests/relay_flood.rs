@@ -292,7 +292,8 @@ fn flood_at(relay: &Relay, times: f64, seconds: f64, timeout: Duration) -> Flood
     flood
 }
 
-/// `name: 120 sent, OK 40 DEADLINE_EXCEEDED 80; goodput 38.2/s (95% of capacity); ...`
+/// The figures of a flood, on stderr (`--nocapture` shows them): statuses, goodput, the
+/// latest end against the deadline, and how the handlers that ran ended.
 fn report(name: &str, flood: &Flood, ran: &[String]) {
     let capacity = PLACES as f64 / WORK.as_secs_f64();
     let mut ended: BTreeMap<&str, usize> = BTreeMap::new();
@@ -391,4 +392,5 @@ fn a_grpcio_flood_at_half_and_three_times_capacity_is_served_in_time() {
         after.codes(),
         after.details
     );
+    let _ = std::fs::remove_dir_all(stubs());
 }
