@@ -46,7 +46,10 @@ fn stubs() -> &'static Path {
         }
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let proto_dir = manifest.join("../ctx-examples/proto");
-        let dir = std::env::temp_dir().join(format!("ctx-grpc-interop-{}", std::process::id()));
+        // Under target/ (cargo's scratch directory for integration tests), not the system's
+        // temp directory, which nothing would clean.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("grpc-interop-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = Command::new(python())
             .args(["-m", "grpc_tools.protoc"])
