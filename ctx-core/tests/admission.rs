@@ -193,7 +193,7 @@ async fn at_most_max_in_flight_in_the_service_the_rest_wait_and_go_in_order() {
     let stats = layer.stats();
     assert_eq!(stats.admitted, 4);
     assert_eq!(
-        stats.shed + stats.expired_in_queue + stats.predicted_miss,
+        stats.shed + stats.expired_while_queued + stats.predicted_miss,
         0
     );
     assert_idle(stats);
@@ -454,7 +454,7 @@ async fn a_waiter_whose_context_ends_leaves_at_once_and_frees_its_place() {
     response(next).await;
     let stats = layer.stats();
     assert_eq!(
-        (stats.admitted, stats.expired_in_queue),
+        (stats.admitted, stats.expired_while_queued),
         (2, 2),
         "{stats:?}"
     );
@@ -481,7 +481,7 @@ async fn a_waiter_whose_future_is_dropped_leaves_the_queue() {
     assert!(gate.nobody_entered());
     let stats = layer.stats();
     assert_eq!(
-        (stats.admitted, stats.expired_in_queue),
+        (stats.admitted, stats.expired_while_queued),
         (1, 2),
         "{stats:?}"
     );
@@ -1021,7 +1021,7 @@ async fn stress_case(seed: u64) {
     let counted = stats.admitted
         + stats.shed
         + stats.expired_on_arrival
-        + stats.expired_in_queue
+        + stats.expired_while_queued
         + stats.predicted_miss;
     assert!(
         counted <= n as u64,

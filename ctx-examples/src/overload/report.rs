@@ -238,7 +238,7 @@ impl Report {
                     a.admitted,
                     a.shed,
                     a.expired_on_arrival,
-                    a.expired_in_queue,
+                    a.expired_while_queued,
                     a.predicted_miss
                 );
                 let _ = writeln!(

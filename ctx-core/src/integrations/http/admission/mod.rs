@@ -247,7 +247,7 @@ impl<S> Layer<S> for AdmissionLayer {
 /// read at its own instant (the counters are not frozen together).
 ///
 /// Each request is counted once, by how its admission ended: `admitted` (the service was
-/// called), `shed`, `expired_on_arrival`, `expired_in_queue` or `predicted_miss`; the only
+/// called), `shed`, `expired_on_arrival`, `expired_while_queued` or `predicted_miss`; the only
 /// requests left out are those whose future was dropped, or whose service failed to become
 /// ready, after they got a place and before the service was called. Each figure is both a
 /// field and a method of the same name.
@@ -262,7 +262,7 @@ pub struct AdmissionStats {
     pub expired_on_arrival: u64,
     /// Requests that left the queue before their turn, or were found done at their turn:
     /// their context ended (deadline, cancel) or their response future was dropped.
-    pub expired_in_queue: u64,
+    pub expired_while_queued: u64,
     /// Requests not started because their remaining budget was below
     /// [`min_budget`](AdmissionLayer::min_budget) or below what recent requests needed.
     pub predicted_miss: u64,
@@ -284,7 +284,7 @@ impl AdmissionStats {
             admitted: load(&counts.admitted),
             shed: load(&counts.shed),
             expired_on_arrival: load(&counts.expired_on_arrival),
-            expired_in_queue: load(&counts.expired_in_queue),
+            expired_while_queued: load(&counts.expired_while_queued),
             predicted_miss: load(&counts.predicted_miss),
             in_flight,
             queued,
@@ -308,8 +308,8 @@ impl AdmissionStats {
     }
 
     /// Requests whose context ended (or whose future was dropped) while they waited.
-    pub fn expired_in_queue(&self) -> u64 {
-        self.expired_in_queue
+    pub fn expired_while_queued(&self) -> u64 {
+        self.expired_while_queued
     }
 
     /// Requests with less budget than `min_budget` or than recent requests needed.
@@ -387,7 +387,7 @@ fn count(shared: &Shared, reject: Reject) {
             &counts.expired_on_arrival
         }
         Reject::Cancelled { queued: true } | Reject::Expired { queued: true } => {
-            &counts.expired_in_queue
+            &counts.expired_while_queued
         }
         Reject::TooShort { .. } => &counts.predicted_miss,
     });

@@ -63,7 +63,7 @@ pub(super) struct Counts {
     pub(super) admitted: AtomicU64,
     pub(super) shed: AtomicU64,
     pub(super) expired_on_arrival: AtomicU64,
-    pub(super) expired_in_queue: AtomicU64,
+    pub(super) expired_while_queued: AtomicU64,
     pub(super) predicted_miss: AtomicU64,
 }
 
@@ -351,7 +351,7 @@ impl Drop for Ticket {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        Counts::add(&shared.counts.expired_in_queue);
+        Counts::add(&shared.counts.expired_while_queued);
         let mut state = shared.lock();
         match state.position(self.id) {
             Some(i) => {
