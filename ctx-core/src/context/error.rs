@@ -132,7 +132,9 @@ impl Cause {
     /// What the integrations end on your behalf names your line, never one of ctx's: a
     /// request's deadline or its client's disconnect, the line that built the server layer
     /// (`ContextLayer::new`, `grpc::ServerLayer::new`); a signal, the line that called
-    /// `signal::notify` or made the `Shutdown` (`Shutdown::request`: that call).
+    /// `signal::notify` or made the `Shutdown` (`Shutdown::request`: that call). A library
+    /// of your own does the same with [`Context::with_cancel_at`](crate::Context::with_cancel_at)
+    /// and its siblings.
     /// `None` for a cause not (yet) reported by a context.
     ///
     /// The alternate `Display` (`{:#}`) adds it: `client went away (at src/main.rs:12:5)`.

@@ -211,20 +211,44 @@ impl Context {
         self.derive_cancel(Some(OwnDeadline::after(timeout)), Some(cause.into()))
     }
 
-    /// [`with_cancel`](Context::with_cancel), created at `at`: for a scope an integration
-    /// derives on its user's behalf, so its [`Cause::location`] is the user's line (the one
-    /// that built the layer), not the integration's.
-    #[cfg(any(feature = "tower", feature = "tokio"))] // used by the server layers and signals
+    /// [`with_cancel`](Context::with_cancel), created at `at` rather than at the caller:
+    /// for a library that derives contexts on its user's behalf (a middleware, a signal
+    /// listener), so that [`Cause::location`] names the user's line — the one that built the
+    /// middleware, captured there with `#[track_caller]` and [`Location::caller`] — rather
+    /// than a line of the library. ctx's own server layers and `signal` do this.
+    ///
+    /// ```
+    /// use std::panic::Location;
+    /// use ctx_core::Context;
+    ///
+    /// struct Middleware { root: Context, built_at: &'static Location<'static> }
+    ///
+    /// impl Middleware {
+    ///     #[track_caller]
+    ///     fn new(root: Context) -> Middleware {
+    ///         Middleware { root, built_at: Location::caller() }
+    ///     }
+    ///     fn request(&self) -> ctx_core::CancelScope {
+    ///         self.root.with_cancel_at(self.built_at)
+    ///     }
+    /// }
+    ///
+    /// let line = line!() + 1;
+    /// let middleware = Middleware::new(Context::background());
+    /// let request = middleware.request();
+    /// let ctx = request.context().clone();
+    /// drop(request); // a dropped scope's cause names where it was created
+    /// assert_eq!(ctx.cause().unwrap().location().unwrap().line(), line);
+    /// ```
     #[inline]
-    pub(crate) fn with_cancel_at(&self, at: &'static Location<'static>) -> CancelScope {
+    pub fn with_cancel_at(&self, at: &'static Location<'static>) -> CancelScope {
         CancelScope::new(Context::of(self.link.derive_child(at)))
     }
 
     /// [`with_timeout`](Context::with_timeout), created at `at` (see
     /// [`with_cancel_at`](Context::with_cancel_at)): a fired deadline's cause names `at`.
-    #[cfg(feature = "tower")] // used by the server layers
     #[inline]
-    pub(crate) fn with_timeout_at(
+    pub fn with_timeout_at(
         &self,
         timeout: Duration,
         at: &'static Location<'static>,

@@ -81,10 +81,10 @@ impl CancelScope {
         self.handle.cancel_with(cause);
     }
 
-    /// [`cancel_with`](CancelScope::cancel_with), reported as ended at `at`: for an
-    /// integration cancelling on its user's behalf (see `Context::with_cancel_at`).
-    #[cfg(feature = "tower")] // used by the server layers
-    pub(crate) fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
+    /// [`cancel_with`](CancelScope::cancel_with), reported as ended at `at` rather than at
+    /// the caller: for a library cancelling on its user's behalf (see
+    /// [`Context::with_cancel_at`]).
+    pub fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
         self.handle.cancel_with_at(cause, at);
     }
 
@@ -160,9 +160,9 @@ impl CancelHandle {
         self.cancel_with_at(cause, Location::caller());
     }
 
-    /// [`cancel_with`](CancelHandle::cancel_with), reported as ended at `at` (see
-    /// [`CancelScope::cancel_with_at`]).
-    pub(crate) fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
+    /// [`cancel_with`](CancelHandle::cancel_with), reported as ended at `at` rather than at
+    /// the caller (see [`Context::with_cancel_at`]).
+    pub fn cancel_with_at(self, cause: impl Into<Cause>, at: &'static Location<'static>) {
         let cause = cause.into(); // user code (`Into`) runs before the handle is taken apart
         self.into_context()
             .cancel(Error::Cancelled, Some(cause), at);
