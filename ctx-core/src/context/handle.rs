@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use super::error::{Cause, Error};
-use crate::context::key::{ContextKey, summary_bit};
+use crate::context::key::{ContextKey, summary_bits};
 use crate::context::scope::CancelScope;
 use crate::context::tree::{Core, Link, NodeRef, OwnDeadline, Root};
 
@@ -302,7 +302,7 @@ impl Context {
         Context::of(self.link.derive_value(
             std::any::TypeId::of::<K>(),
             K::NAME,
-            summary_bit::<K>(),
+            summary_bits::<K>(),
             value,
             Location::caller(),
         ))
@@ -403,10 +403,11 @@ impl Context {
 
     /// The innermost value of key type `K` in this context's chain. Go's `Value`.
     ///
-    /// A miss usually costs one bit test, not a walk: each node summarizes the key types
-    /// above it.
+    /// A miss usually costs one test of the key's summary bits, not a walk: each node
+    /// summarizes the key types above it.
     pub fn value<K: ContextKey>(&self) -> Option<&K> {
-        if self.link.keys() & summary_bit::<K>() == 0 {
+        let bits = summary_bits::<K>();
+        if self.link.keys() & bits != bits {
             return None;
         }
         self.link

@@ -442,13 +442,13 @@ impl Link {
         &self,
         key: std::any::TypeId,
         name: &'static str,
-        key_bit: u64,
+        key_bits: u64,
         value: V,
         created: &'static Location<'static>,
     ) -> NodeRef {
         let core = self.core().map(|core| CorePtr(ptr::NonNull::from(core)));
         let kind = Kind::Value { key, name, core };
-        self.derive(self.keys() | key_bit, || kind, value, created)
+        self.derive(self.keys() | key_bits, || kind, value, created)
     }
 
     pub(in crate::context) fn derive_without_cancel(
