@@ -57,6 +57,15 @@ pub use retry::{Failure, GRPC_PREVIOUS_RPC_ATTEMPTS, RetryBackoff, RetryBody, Re
 pub use server::{ClientDisconnected, ContextLayer, ContextService, ResponseFuture};
 pub use server_body::ContextBody;
 
+/// The context a request runs under: its `Context` extension (where `ContextLayer` and
+/// `grpc::ServerLayer` put it, or a client's caller did), else the ambient one.
+fn context_of(extensions: &::http::Extensions) -> crate::Context {
+    extensions
+        .get::<crate::Context>()
+        .cloned()
+        .unwrap_or_else(crate::Context::current)
+}
+
 /// The reqwest-middleware (0.5) that [`DeadlineMiddleware`] implements, for naming its types
 /// at exactly that version.
 #[cfg(feature = "reqwest")]

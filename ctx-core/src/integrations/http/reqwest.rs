@@ -129,10 +129,7 @@ impl Middleware for DeadlineMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let ctx = extensions
-            .get::<Context>()
-            .cloned()
-            .unwrap_or_else(Context::current);
+        let ctx = super::context_of(extensions);
         let budget = remaining_budget(&ctx)
             .map_err(|err| reqwest_middleware::Error::middleware(hop(err, &request)))?;
         let mut ours = false;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use super::context_of;
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::retry::Policy;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
@@ -407,14 +408,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The context a request runs under: its `Context` extension, else the ambient one.
-fn context_of(extensions: &http::Extensions) -> Context {
-    extensions
-        .get::<Context>()
-        .cloned()
-        .unwrap_or_else(Context::current)
 }
 
 /// A request body that can be sent again: the retry policy copies a request before each

@@ -132,6 +132,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::context_of;
 use super::respond::is_grpc;
 pub use answer::AdmissionBody;
 use answer::Reject;
@@ -446,7 +447,7 @@ where
                             permit,
                             waiting: Box::new(Waiting {
                                 done: None,
-                                ctx: context_of(&request),
+                                ctx: context_of(request.extensions()),
                                 svc: std::mem::replace(&mut self.inner, fresh),
                                 request,
                             }),
@@ -455,7 +456,7 @@ where
                 }
             }
             Arrival::Wait(ticket) => {
-                let ctx = context_of(&request);
+                let ctx = context_of(request.extensions());
                 Stage::Queued {
                     ticket,
                     waiting: Box::new(Waiting {
@@ -487,15 +488,6 @@ struct Waiting<S, B> {
     ctx: Context,
     svc: S,
     request: Request<B>,
-}
-
-/// The request's context: from its extensions (where `ContextLayer` and
-/// `grpc::ServerLayer` put it), else the ambient one.
-fn context_of<B>(request: &Request<B>) -> Context {
-    match request.extensions().get::<Context>() {
-        Some(ctx) => ctx.clone(),
-        None => Context::current(),
-    }
 }
 
 pin_project_lite::pin_project! {
