@@ -94,8 +94,11 @@ struct Window {
 
 impl Window {
     /// Adds `took`; the new estimate if it is time to compute one: after every sample while
-    /// the window fills, then every [`RECOMPUTE`]th (a selection over 64 numbers, under the
-    /// lock, some 1,500 instructions: every request would pay for it otherwise).
+    /// the window fills, then every [`RECOMPUTE`]th.
+    ///
+    /// perf (bench instructions, Layers/ContextLayer+AdmissionLayer): the estimate is a
+    /// selection over the whole window, under the layer's lock; computed for every request,
+    /// every request would pay for it.
     fn push(&mut self, took: Duration) -> Option<u64> {
         self.samples[self.next] = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.next = (self.next + 1) % WINDOW;
