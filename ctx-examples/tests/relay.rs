@@ -3,9 +3,9 @@
 //! SIGTERM or SIGINT drains in-flight RPCs (cancelling their upstream calls) and exits 0. Also checks
 //! that ctx-core's checked-in copy of the generated code is what build.rs generates.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command};
 use std::time::{Duration, Instant};
 
 use ctx_core::Context;
@@ -13,7 +13,7 @@ use ctx_examples::relay::{self, pb::HopRequest};
 use tonic::Code;
 
 mod support;
-use support::relay_binary;
+use support::{relay_binary, spawn_relay};
 
 /// A running hop: its process, its address, and its stderr (one line per RPC).
 struct Hop {
@@ -36,24 +36,8 @@ impl Hop {
 
     /// A hop started with `args` after its name and address.
     fn start_with(name: &str, args: &[String]) -> Hop {
-        let mut command = Command::new(relay_binary());
-        command.args(["--name", name, "--listen", "127.0.0.1:0"]);
-        command.args(args);
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {line:?}"))
-            .trim()
-            .to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
+        let (mut child, addr) = spawn_relay(name, args);
+        assert!(addr.starts_with("127.0.0.1:"), "{addr:?}");
         let stderr = child.stderr.take();
         Hop {
             child,

@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::relay_binary;
+use support::spawn_relay;
 
 /// Places in the relay's handler (`--max-in-flight`).
 const PLACES: usize = 4;
@@ -82,24 +82,15 @@ struct Relay {
 
 impl Relay {
     fn start(max_in_flight: usize, max_deadline: Duration) -> Relay {
-        let mut child = Command::new(relay_binary())
-            .args(["--name", "A", "--listen", "127.0.0.1:0", "--max-in-flight"])
-            .arg(max_in_flight.to_string())
-            .arg("--max-deadline")
-            .arg(max_deadline.as_millis().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let target = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {line:?}"))
-            .trim()
-            .to_string();
+        let (mut child, target) = spawn_relay(
+            "A",
+            &[
+                "--max-in-flight".to_string(),
+                max_in_flight.to_string(),
+                "--max-deadline".to_string(),
+                max_deadline.as_millis().to_string(),
+            ],
+        );
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let sink = lines.clone();

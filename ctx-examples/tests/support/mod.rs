@@ -1,7 +1,8 @@
 //! What the tests that run the `relay` example as a process share.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 /// The `relay` example's binary, built once per test run.
@@ -28,4 +29,27 @@ pub fn relay_binary() -> PathBuf {
             profile_dir.join("examples").join("relay")
         })
         .clone()
+}
+
+/// Starts the `relay` example named `name` on a free loopback port, with `args` after its
+/// name and address; its stdout and stderr piped. Returns the process and the address its
+/// first line announces (`listening on ADDR`).
+pub fn spawn_relay(name: &str, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(relay_binary())
+        .args(["--name", name, "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the relay starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .trim()
+        .to_string();
+    (child, addr)
 }
