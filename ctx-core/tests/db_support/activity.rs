@@ -47,3 +47,41 @@ pub async fn wait_running(monitor: &tokio_postgres::Client, query: &str) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// Sends `requests` queries, `concurrency` at a time, each under a budget of 60–120 ms that
+/// ends mid-query (`query` runs one that takes seconds), and asserts each timed out.
+/// Returns the sessions the server started meanwhile: each one a reconnect.
+pub async fn reconnects_for_timeouts<F, Fut, T>(
+    cluster: &Cluster,
+    concurrency: usize,
+    requests: usize,
+    query: F,
+) -> usize
+where
+    F: Fn(ctx_core::Context) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ctx_core::db::Error>> + Send,
+    T: std::fmt::Debug,
+{
+    let sessions_before = cluster.sessions_started();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let query = query.clone();
+            tokio::spawn(async move {
+                for _ in 0..requests / concurrency {
+                    let budget = Duration::from_millis(60 + fastrand::u64(0..60));
+                    let scope = ctx_core::Context::background().with_timeout(budget);
+                    match query(scope.context().clone()).await {
+                        Err(ctx_core::db::Error::Context(ctx_core::Error::DeadlineExceeded)) => {}
+                        other => panic!("expected a timeout, got {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    // The server logs each session as it starts: give the log a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.sessions_started() - sessions_before
+}
