@@ -65,6 +65,22 @@ fn gated(
     + 'static,
     Gate,
 ) {
+    let (handler, gate) = gated_handler();
+    (layer.layer(handler), gate)
+}
+
+/// The handler of [`gated`], unwrapped.
+fn gated_handler() -> (
+    impl Service<
+        Request<String>,
+        Response = Response<String>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+    Gate,
+) {
     let (tx, entered) = mpsc::unbounded_channel();
     let handler = service_fn(move |request: Request<String>| {
         let tx = tx.clone();
@@ -76,7 +92,7 @@ fn gated(
             Ok::<_, Infallible>(Response::new(format!("{id}")))
         }
     });
-    (layer.layer(handler), Gate { entered })
+    (handler, Gate { entered })
 }
 
 fn id_of<B>(request: &Request<B>) -> u32 {
@@ -530,23 +546,11 @@ async fn a_waiter_for_a_service_not_ready_leaves_when_its_context_ends() {
     // The inner service has one place of its own (tower's ConcurrencyLimit): the second
     // admitted request waits for its readiness, holding a place of the layer.
     let layer = AdmissionLayer::new(2);
-    let (tx, mut entered) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let handler = service_fn(move |_request: Request<String>| {
-        let tx = tx.clone();
-        async move {
-            let (go, wait) = oneshot::channel();
-            let _ = tx.send(go);
-            let _ = wait.await;
-            Ok::<_, Infallible>(Response::new(String::from("ok")))
-        }
-    });
+    let (handler, mut gate) = gated_handler();
     let mut svc = layer.layer(tower::limit::ConcurrencyLimit::new(handler, 1));
     let root = Context::background();
     let first = tokio::spawn(svc.call(request(1, &root)));
-    let go = tokio::time::timeout(WAIT, entered.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, go) = gate.next().await;
     let scope = Context::background().with_cancel();
     let second = tokio::spawn(svc.call(request(2, &scope)));
     until("both hold a place", || layer.stats().in_flight == 2).await;
@@ -573,23 +577,11 @@ async fn a_request_waiting_for_the_service_to_be_ready_goes_in_when_it_is() {
     // As above: the second admitted request waits for the inner ConcurrencyLimit's place,
     // and gets it when the first is done (the readiness it waits on is its own).
     let layer = AdmissionLayer::new(2);
-    let (tx, mut entered) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let handler = service_fn(move |_request: Request<String>| {
-        let tx = tx.clone();
-        async move {
-            let (go, wait) = oneshot::channel();
-            let _ = tx.send(go);
-            let _ = wait.await;
-            Ok::<_, Infallible>(Response::new(String::from("ok")))
-        }
-    });
+    let (handler, mut gate) = gated_handler();
     let mut svc = layer.layer(tower::limit::ConcurrencyLimit::new(handler, 1));
     let root = Context::background();
     let first = tokio::spawn(svc.call(request(1, &root)));
-    let go = tokio::time::timeout(WAIT, entered.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, go) = gate.next().await;
     let second = tokio::spawn(svc.call(request(2, &root)));
     assert_eq!(layer.stats().in_flight, 2);
     let _ = go.send(());
@@ -598,10 +590,7 @@ async fn a_request_waiting_for_the_service_to_be_ready_goes_in_when_it_is() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let go = tokio::time::timeout(WAIT, entered.recv())
-        .await
-        .expect("the second enters once the inner service is ready")
-        .unwrap();
+    let (_, go) = gate.next().await; // the second enters once the inner service is ready
     let _ = go.send(());
     let answer = tokio::time::timeout(WAIT, second)
         .await
@@ -611,10 +600,7 @@ async fn a_request_waiting_for_the_service_to_be_ready_goes_in_when_it_is() {
     assert_eq!(answer.status(), StatusCode::OK);
     // And a third, after them, goes straight in.
     let third = tokio::spawn(svc.call(request(3, &root)));
-    let go = tokio::time::timeout(WAIT, entered.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, go) = gate.next().await;
     let _ = go.send(());
     tokio::time::timeout(WAIT, third)
         .await
